@@ -1,0 +1,76 @@
+# coalmine developer commands. `make help` lists them; `make test` is what CI runs.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NETNS ?= coalmine
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
+
+.PHONY: help venv tools cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster lock clean
+
+help: ## list the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "coalmine needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed ## create the virtual environment with every Python dependency
+
+tools: ## build the pinned Kubernetes, etcd, KWOK and Prometheus binaries into .tools/ (no-op when current)
+	tools/build-tools.sh
+
+cluster: venv tools ## start the local cluster (or reuse a healthy one) and print how to use it
+	$(PY) -m devenv.cluster up
+
+cluster-down: venv ## stop the local cluster: no process, mount or namespace left behind
+	$(PY) -m devenv.cluster down
+
+cluster-status: venv ## say whether the local cluster is healthy
+	$(PY) -m devenv.cluster status
+
+shell: ## a shell inside the cluster's network namespace, with KUBECONFIG and PATH set
+	ip netns exec $(NETNS) bash --rcfile <(echo 'source ~/.bashrc 2>/dev/null; source $(CURDIR)/.cluster/env; PS1="(coalmine) $$PS1"')
+
+kubectl: ## run kubectl against the local cluster: make kubectl ARGS="get pods -A"
+	ip netns exec $(NETNS) .tools/bin/kubectl --kubeconfig .cluster/kubeconfig $(ARGS)
+
+lint: venv ## ruff, formatting, mypy --strict and the import-linter contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+fmt: venv ## format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+unit: venv ## unit tests only (no cluster)
+	$(VENV)/bin/pytest tests/unit
+
+integration: venv tools ## integration tests against the local cluster (started when absent)
+	$(VENV)/bin/pytest tests/integration
+
+test: venv tools lint ## everything CI checks: lint, unit and integration tests against the real cluster
+	$(VENV)/bin/pytest tests
+
+bench: bench-cluster ## every benchmark; JSON lands in bench/results/
+
+bench-cluster: venv tools ## cluster figures: tool build time, warm start time, control plane memory (COLD=1 rebuilds the tools cold)
+	$(PY) -m bench.cluster $(if $(COLD),--cold-build,)
+
+lock: ## re-pin requirements.lock from pyproject.toml
+	rm -rf /tmp/coalmine-lock && $(PYTHON) -m venv /tmp/coalmine-lock
+	/tmp/coalmine-lock/bin/pip install --quiet -e '.[dev]'
+	{ echo "# Pinned versions of every Python dependency, for reproducible installs (make lock rewrites it)."; \
+	  /tmp/coalmine-lock/bin/pip freeze --exclude-editable | grep -v '^-e'; } > requirements.lock
+
+clean: cluster-down ## stop the cluster and remove build output (keeps Go and pip caches)
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,575 @@
+"""A stand-in container runtime for exactly one image: the coalmine demo app.
+
+KWOK makes pods Running with real-looking pod IPs but runs nothing, so a canary
+would have no traffic to serve and no metrics for Prometheus to scrape. This
+runner watches Pods and, for each Running pod of ``coalmine.dev/demo-app``,
+keeps one ``devenv.demoapp`` process listening on the pod IP (which the local
+network namespace routes locally), configured from the container's env.
+
+Run it as ``python -m devenv.podrunner --kubeconfig PATH --state-file PATH
+[--log-dir DIR]``. The state file tells tests and people which process stands
+in for which pod.
+
+The desired state (:func:`desired_processes`) is a pure function of the pod
+list so it can be tested without a cluster; :class:`Runner` only converges the
+children onto it.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, Literal, cast
+
+from kubernetes import client, config
+from urllib3 import BaseHTTPResponse
+
+IMAGE_REPOSITORY = "coalmine.dev/demo-app"
+DEFAULT_PORT = 8080
+#: Time a child gets between SIGTERM and SIGKILL, like a short grace period.
+STOP_TIMEOUT_S = 3.0
+#: A full re-list this often repairs anything a missed watch event left wrong.
+RESYNC_INTERVAL_S = 30.0
+#: Upper bound the API server applies to one watch request.
+WATCH_TIMEOUT_S = 60
+#: How often the main loop wakes up to notice dead children and signals.
+TICK_S = 0.25
+#: A child that dies sooner than this after start is crash-looping and backs off.
+MIN_HEALTHY_RUN_S = 10.0
+MAX_BACKOFF_S = 30.0
+#: Events folded into one reconcile at most, so a flood still gets reconciled.
+MAX_BATCH = 10_000
+
+# Where `-m devenv.demoapp` is importable from, whatever the caller's PYTHONPATH.
+_TOOLS_DIR = Path(__file__).resolve().parent.parent
+
+log = logging.getLogger("podrunner")
+
+PodKey = tuple[str, str, str]
+"""(namespace, name, uid): the uid tells a re-created pod from its predecessor."""
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """Everything that decides how a demo app process is started.
+
+    Equal specs mean the running process can stay; any difference means restart.
+    """
+
+    ip: str
+    port: int
+    version: str
+    env: tuple[tuple[str, str], ...]
+    namespace: str
+    pod: str
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "devenv.demoapp",
+            "--ip",
+            self.ip,
+            "--port",
+            str(self.port),
+            "--version",
+            self.version,
+            "--pod",
+            self.pod,
+            "--namespace",
+            self.namespace,
+        ]
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        env = dict(base)
+        env.update(self.env)
+        pythonpath = env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_TOOLS_DIR), pythonpath) if p)
+        return env
+
+
+# --- desired state: pure ---------------------------------------------------------------------
+
+
+def split_image(image: str) -> tuple[str, str | None, str | None]:
+    """Split an image reference into (repository, tag, digest); tag and digest may be None."""
+    name, _, digest = image.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    # A colon before the last slash is a registry port, not a tag.
+    if colon > slash:
+        return name[:colon], name[colon + 1 :] or None, digest or None
+    return name, None, digest or None
+
+
+def _literal_env(container: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for entry in container.get("env") or ():
+        name = entry.get("name")
+        # valueFrom needs the API (secrets, fieldRefs...) that a stand-in cannot resolve.
+        if not name or entry.get("valueFrom") is not None:
+            continue
+        value = entry.get("value")
+        pairs.append((str(name), "" if value is None else str(value)))
+    return tuple(pairs)
+
+
+def _version(tag: str | None, digest: str | None, env: tuple[tuple[str, str], ...]) -> str:
+    if tag:
+        return tag
+    declared = dict(env).get("DEMO_VERSION")
+    if declared:
+        return declared
+    if digest:
+        algorithm, _, hexdigest = digest.partition(":")
+        return (hexdigest or algorithm)[:12]
+    return "latest"
+
+
+def _first_port(container: Mapping[str, Any]) -> int:
+    for port in container.get("ports") or ():
+        number = port.get("containerPort")
+        if isinstance(number, int) and 0 < number < 65536:
+            return number
+    return DEFAULT_PORT
+
+
+def spec_for_pod(pod: Mapping[str, Any]) -> ProcessSpec | None:
+    """The process a pod needs, or None if it runs no demo app right now."""
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    # A kubelet stops a deleted pod's containers before the pod object goes away.
+    if metadata.get("deletionTimestamp"):
+        return None
+    ip = status.get("podIP")
+    if status.get("phase") != "Running" or not ip:
+        return None
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        repository, tag, digest = split_image(str(container.get("image") or ""))
+        if repository != IMAGE_REPOSITORY:
+            continue
+        env = _literal_env(container)
+        return ProcessSpec(
+            ip=str(ip),
+            port=_first_port(container),
+            version=_version(tag, digest, env),
+            env=env,
+            namespace=str(metadata.get("namespace") or "default"),
+            pod=str(metadata.get("name") or ""),
+        )
+    return None
+
+
+def desired_processes(pods: list[dict[str, Any]]) -> dict[PodKey, ProcessSpec]:
+    """One demo app process per Running pod with a demo app container and an IP.
+
+    ``pods`` are plain dicts with the API's camelCase keys, as returned by
+    ``ApiClient().sanitize_for_serialization`` or read as raw JSON.
+    """
+    desired: dict[PodKey, ProcessSpec] = {}
+    for pod in pods:
+        spec = spec_for_pod(pod)
+        if spec is None:
+            continue
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        desired[(spec.namespace, spec.pod, uid)] = spec
+    return desired
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    process: subprocess.Popen[bytes]
+    started: float
+
+
+@dataclass
+class Backoff:
+    failures: int
+    not_before: float
+
+
+class Runner:
+    """Owns the demo app children and converges them onto a desired state."""
+
+    def __init__(self, state_file: Path, log_dir: Path | None) -> None:
+        self.state_file = state_file
+        self.log_dir = log_dir
+        self.children: dict[PodKey, Child] = {}
+        self._backoff: dict[PodKey, Backoff] = {}
+        self._desired: dict[PodKey, ProcessSpec] = {}
+
+    def reconcile(self, desired: Mapping[PodKey, ProcessSpec]) -> None:
+        """Start missing, stop extra, restart changed or dead children; then record the state."""
+        self._desired = dict(desired)
+        now = time.monotonic()
+        doomed: list[Child] = []
+        for key, child in list(self.children.items()):
+            if child.process.poll() is not None:
+                self._note_exit(key, child, now)
+                del self.children[key]
+            elif desired.get(key) != child.spec:
+                doomed.append(self.children.pop(key))
+        # Stopping first frees the address when a new pod inherits an old pod's IP.
+        stop_children(doomed)
+        for key in [k for k in self._backoff if k not in desired]:
+            del self._backoff[key]
+        for key, spec in desired.items():
+            if key in self.children:
+                continue
+            backoff = self._backoff.get(key)
+            if backoff is not None and now < backoff.not_before:
+                continue
+            self._start(key, spec)
+        self.write_state()
+
+    def needs_attention(self) -> bool:
+        """True when a child died or a backed-off restart is due, without an API event."""
+        if any(child.process.poll() is not None for child in self.children.values()):
+            return True
+        now = time.monotonic()
+        return any(
+            key not in self.children and key in self._desired and now >= b.not_before
+            for key, b in self._backoff.items()
+        )
+
+    def retry(self) -> None:
+        self.reconcile(self._desired)
+
+    def stop_all(self) -> None:
+        children = list(self.children.values())
+        self.children.clear()
+        stop_children(children)
+        self.write_state()
+
+    def state(self) -> dict[str, Any]:
+        pods = {
+            f"{child.spec.namespace}/{child.spec.pod}": {
+                "pid": child.process.pid,
+                "ip": child.spec.ip,
+                "port": child.spec.port,
+                "version": child.spec.version,
+            }
+            for child in self.children.values()
+        }
+        return {"pods": pods, "updated": time.time()}
+
+    def write_state(self) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        # Readers poll this file, so they must never see it half written.
+        fd, tmp = tempfile.mkstemp(
+            dir=self.state_file.parent, prefix=f".{self.state_file.name}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(self.state(), out, indent=2, sort_keys=True)
+                out.write("\n")
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _start(self, key: PodKey, spec: ProcessSpec) -> None:
+        output: IO[bytes] | int = subprocess.DEVNULL
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            # Append, so a restarted child's log follows the reason its predecessor died.
+            output = (self.log_dir / f"{spec.namespace}_{spec.pod}.log").open("ab")
+        try:
+            process = subprocess.Popen(
+                spec.command(),
+                env=spec.environment(os.environ),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                # Its own session keeps terminal signals meant for the runner away
+                # from it and lets the runner signal its whole process group.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.error("cannot start demo app for %s/%s: %s", spec.namespace, spec.pod, exc)
+            self._backoff[key] = self._next_backoff(key, time.monotonic())
+            return
+        finally:
+            if not isinstance(output, int):
+                output.close()
+        self.children[key] = Child(spec, process, time.monotonic())
+        log.info(
+            "started %s/%s version %s on %s:%d (pid %d)",
+            spec.namespace,
+            spec.pod,
+            spec.version,
+            spec.ip,
+            spec.port,
+            process.pid,
+        )
+
+    def _note_exit(self, key: PodKey, child: Child, now: float) -> None:
+        ran = now - child.started
+        spec = child.spec
+        if ran >= MIN_HEALTHY_RUN_S:
+            self._backoff.pop(key, None)
+            delay = 0.0
+        else:
+            self._backoff[key] = self._next_backoff(key, now)
+            delay = self._backoff[key].not_before - now
+        log.warning(
+            "demo app for %s/%s exited with %s after %.1f s; restarting in %.0f s",
+            spec.namespace,
+            spec.pod,
+            child.process.returncode,
+            ran,
+            delay,
+        )
+
+    def _next_backoff(self, key: PodKey, now: float) -> Backoff:
+        previous = self._backoff.get(key)
+        failures = 1 if previous is None else previous.failures + 1
+        return Backoff(failures, now + min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    # The child may have exited on its own since the last poll.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM all, then SIGKILL whoever is still there after ``timeout``.
+
+    Signalling all before waiting on any bounds the total time by one timeout.
+    """
+    for child in children:
+        if child.process.poll() is None:
+            _signal_group(child.process, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(child.process, signal.SIGKILL)
+            child.process.wait()
+        log.info(
+            "stopped %s/%s (pid %d, exit %s)",
+            child.spec.namespace,
+            child.spec.pod,
+            child.process.pid,
+            child.process.returncode,
+        )
+
+
+# --- watching --------------------------------------------------------------------------------
+
+EventType = Literal["SYNC", "ADDED", "MODIFIED", "DELETED"]
+Event = tuple[EventType, Any]
+"""("SYNC", list of pods) after every list; (type, pod) for each watch event."""
+
+
+HTTP_GONE = 410
+
+
+class WatchError(RuntimeError):
+    """The API server ended a watch with an error other than 410 Gone."""
+
+
+def _iter_lines(response: BaseHTTPResponse) -> Iterator[bytes]:
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=True):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        yield from (line for line in lines if line.strip())
+
+
+class PodWatcher(threading.Thread):
+    """Feeds pod lists and pod events into a queue; the main thread owns all state.
+
+    Keeping network calls off the main thread leaves it free to react to
+    signals and dead children while a watch request is blocked.
+    """
+
+    def __init__(self, core_v1: Any, events: "queue.Queue[Event]") -> None:
+        super().__init__(name="pod-watcher", daemon=True)
+        self._core_v1 = core_v1
+        self._events = events
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                self._list_and_watch()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                delay = min(MAX_BACKOFF_S, 0.5 * 2**failures)
+                log.warning("pod watch failed (%s); re-listing in %.1f s", exc, delay)
+                self.stopping.wait(delay)
+
+    def _list_and_watch(self) -> None:
+        listed = cast(
+            BaseHTTPResponse,
+            self._core_v1.list_pod_for_all_namespaces(
+                _preload_content=False, _request_timeout=(10, 60)
+            ),
+        )
+        try:
+            body = json.loads(listed.data)
+        finally:
+            listed.release_conn()
+        version = str(body["metadata"]["resourceVersion"])
+        self._events.put(("SYNC", body.get("items") or []))
+        resync_at = time.monotonic() + RESYNC_INTERVAL_S
+        while not self.stopping.is_set():
+            remaining = int(resync_at - time.monotonic())
+            if remaining <= 0:
+                return
+            watched = self._watch(version, min(WATCH_TIMEOUT_S, remaining))
+            if watched is None:
+                return
+            version = watched
+
+    def _watch(self, version: str, timeout: int) -> str | None:
+        """Stream events from ``version``; the version to resume from, or None to re-list."""
+        response = cast(
+            BaseHTTPResponse,
+            self._core_v1.list_pod_for_all_namespaces(
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout,
+                _preload_content=False,
+                # The server ends the watch after `timeout`; the read timeout only
+                # catches a connection that died without telling anyone.
+                _request_timeout=(10, timeout + 30),
+            ),
+        )
+        try:
+            for line in _iter_lines(response):
+                event = json.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == HTTP_GONE:
+                        # The version is too old to resume from: a fresh list has a new one.
+                        log.info("watch expired (%s); re-listing", obj.get("message"))
+                        return None
+                    # Raising lets run() back off instead of hammering a failing server.
+                    raise WatchError(f"watch error: {obj.get('message', obj)}")
+                new_version = (obj.get("metadata") or {}).get("resourceVersion")
+                if new_version:
+                    version = str(new_version)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._events.put((kind, obj))
+                if self.stopping.is_set():
+                    return None
+        finally:
+            response.release_conn()
+        return version
+
+
+class PodCache:
+    """The last known pods by uid, kept from the watcher's events."""
+
+    def __init__(self) -> None:
+        self._pods: dict[str, dict[str, Any]] = {}
+
+    def apply(self, event: Event) -> None:
+        kind, payload = event
+        if kind == "SYNC":
+            self._pods = {_uid(pod): pod for pod in payload}
+        elif kind == "DELETED":
+            self._pods.pop(_uid(payload), None)
+        else:
+            self._pods[_uid(payload)] = payload
+
+    def pods(self) -> list[dict[str, Any]]:
+        return list(self._pods.values())
+
+
+def _uid(pod: Mapping[str, Any]) -> str:
+    metadata = pod.get("metadata") or {}
+    return str(metadata.get("uid") or f"{metadata.get('namespace')}/{metadata.get('name')}")
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="devenv.podrunner", description="Run the demo app for KWOK's simulated pods."
+    )
+    parser.add_argument("--kubeconfig", required=True, type=Path, help="cluster to watch")
+    parser.add_argument(
+        "--state-file", required=True, type=Path, help="JSON file rewritten after every change"
+    )
+    parser.add_argument(
+        "--log-dir", type=Path, help="where each child's output goes, as <ns>_<pod>.log"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config.load_kube_config(config_file=str(args.kubeconfig))
+
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    runner = Runner(args.state_file, args.log_dir)
+    runner.write_state()
+    events: queue.Queue[Event] = queue.Queue()
+    watcher = PodWatcher(client.CoreV1Api(), events)
+    watcher.start()
+    cache = PodCache()
+    log.info("watching pods with %s; state in %s", args.kubeconfig, args.state_file)
+    try:
+        while not stopping:
+            try:
+                # A bounded wait, so a signal or a dead child is noticed within a tick.
+                cache.apply(events.get(timeout=TICK_S))
+            except queue.Empty:
+                if runner.needs_attention():
+                    runner.retry()
+                continue
+            # Fold a burst of events (a rollout, a re-list) into one reconcile.
+            for _ in range(MAX_BATCH):
+                try:
+                    cache.apply(events.get_nowait())
+                except queue.Empty:
+                    break
+            runner.reconcile(desired_processes(cache.pods()))
+    finally:
+        watcher.stopping.set()
+        log.info("stopping %d demo app(s)", len(runner.children))
+        runner.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
