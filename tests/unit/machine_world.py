@@ -1,0 +1,135 @@
+"""A pure simulation of the cluster around the state machine, for its tests.
+
+It applies the machine's actions to a tiny model of Deployments, Services and a router, makes
+pods ready when asked, and produces what the operator would observe. No Kubernetes here: this
+only drives ``decide`` through long, random histories and checks its safety rules at each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from coalmine import machine as m
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Deployment:
+    replicas: int
+    ready: int = 0
+    created: datetime = EPOCH
+    broken: bool = False  # its pods never become ready
+    drifted: bool = False
+
+
+@dataclass
+class World:
+    plan: m.Plan
+    memory: m.Memory = field(default_factory=m.Memory)
+    now: datetime = EPOCH
+    deployments: dict[str, Deployment] = field(default_factory=dict)
+    weight: int | None = None  # what a weighted router holds
+    stable_service: str | None = None
+    canary_service: str | None = None
+    controls: dict[str, str] = field(default_factory=dict)
+    events: list[m.EmitEvent] = field(default_factory=list)
+    history: list[tuple[m.Observed, m.Decision]] = field(default_factory=list)
+    broken_revisions: set[str] = field(default_factory=set)
+
+    def observe(self) -> m.Observed:
+        revisions = {
+            rev: m.RevisionObserved(d.replicas, d.ready, d.ready, d.created, d.drifted)
+            for rev, d in self.deployments.items()
+        }
+        stable_eps = self._endpoints(self.stable_service)
+        canary_eps = self._endpoints(self.canary_service)
+        if self.plan.weighted:
+            weight = self.weight
+        else:
+            canary_ready = sum(canary_eps.values()) if self.memory.canary else 0
+            weight = m.ratio_weight(canary_ready, sum(stable_eps.values()))
+        return m.Observed(
+            revisions=revisions,
+            weight=weight,
+            stable_service=self.stable_service,
+            canary_service=self.canary_service,
+            stable_endpoints=stable_eps,
+            canary_endpoints=canary_eps,
+            controls=dict(self.controls),
+        )
+
+    def _endpoints(self, revision: str | None) -> dict[str, int]:
+        if revision is None or revision not in self.deployments:
+            return {}
+        return {revision: self.deployments[revision].ready}
+
+    def apply(self, action: m.Action) -> None:
+        match action:
+            case m.CreateRevision(revision, replicas):
+                self.deployments[revision] = Deployment(
+                    replicas, created=self.now, broken=revision in self.broken_revisions
+                )
+            case m.ScaleRevision(revision, replicas):
+                self.deployments[revision].replicas = replicas
+                d = self.deployments[revision]
+                d.ready = min(d.ready, replicas)
+            case m.RestoreRevision(revision):
+                self.deployments[revision].drifted = False
+            case m.DeleteRevision(revision):
+                del self.deployments[revision]
+            case m.SelectRevisions(stable, canary):
+                self.stable_service, self.canary_service = stable, canary
+            case m.SetWeight(weight):
+                self.weight = weight
+            case m.EmitEvent():
+                self.events.append(action)
+            case m.FinalizeRouting():
+                pass
+
+    def step(self) -> m.Decision:
+        observed = self.observe()
+        decision = m.decide(self.plan, self.memory, observed, self.now)
+        self.history.append((observed, decision))
+        for action in decision.actions:
+            self.apply(action)
+        self.memory = decision.memory
+        return decision
+
+    def pods_become_ready(self) -> None:
+        for d in self.deployments.values():
+            if not d.broken:
+                d.ready = d.replicas
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def settle(self, rounds: int = 60, seconds: float = 1.0) -> None:
+        """Decide, let pods become ready and time pass, until nothing more happens."""
+        for _ in range(rounds):
+            decision = self.step()
+            self.pods_become_ready()
+            if not decision.mutating and decision.requeue_after is None:
+                return
+            self.advance(min(seconds, decision.requeue_after or seconds))
+
+    def set_template(self, revision: str) -> None:
+        self.plan = replace(self.plan, revision=revision)
+
+    def control(self, name: str, token: str) -> None:
+        self.controls[name] = token
+
+    def reasons(self) -> list[str]:
+        return [e.reason for e in self.events]
+
+
+def plan(revision: str = "rev1", *, weighted: bool = True, **overrides: object) -> m.Plan:
+    steps = (
+        m.Step(m.StepKind.SET_WEIGHT, weight=20),
+        m.Step(m.StepKind.PAUSE, pause_seconds=30),
+        m.Step(m.StepKind.SET_WEIGHT, weight=50),
+        m.Step(m.StepKind.PAUSE),
+    )
+    base = m.Plan(revision=revision, replicas=4, steps=steps, weighted=weighted)
+    return replace(base, **overrides)  # type: ignore[arg-type]
