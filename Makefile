@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NETNS ?= coalmine
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: help venv tools cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster lock clean
+.PHONY: help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster lock clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -42,11 +42,15 @@ shell: ## a shell inside the cluster's network namespace, with KUBECONFIG and PA
 kubectl: ## run kubectl against the local cluster: make kubectl ARGS="get pods -A"
 	ip netns exec $(NETNS) .tools/bin/kubectl --kubeconfig .cluster/kubeconfig $(ARGS)
 
-lint: venv ## ruff, formatting, mypy --strict and the import-linter contracts
+lint: venv ## ruff, formatting, mypy --strict, the import-linter contracts, and crds/ up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) -m coalmine.crdgen --check
+
+crds: venv ## regenerate crds/ from the pydantic models
+	$(PY) -m coalmine.crdgen
 
 fmt: venv ## format and autofix
 	$(VENV)/bin/ruff format .

@@ -7,6 +7,7 @@ before any client thread starts. Each test gets a fresh namespace, deleted after
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 import pytest
 from kubernetes import client, config
 
+from coalmine.kube import Kube
 from devenv import cluster, paths
+from devenv.operator import OperatorProcess, install_crds
 from devenv.waiting import wait_for
 
 
@@ -34,6 +37,11 @@ class Cluster:
     def apps(self) -> client.AppsV1Api:
         return client.AppsV1Api(self.api)
 
+    @property
+    def raw(self) -> Kube:
+        """The operator's own facade: plain dicts, as the API serves them."""
+        return Kube(self.api)
+
 
 @pytest.fixture(scope="session")
 def kube() -> Iterator[Cluster]:
@@ -47,11 +55,10 @@ def kube() -> Iterator[Cluster]:
 def namespace(kube: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, with its default ServiceAccount ready; deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:8]}"
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:63].strip("-_.")
     kube.core.create_namespace(
         client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=name, labels={"coalmine.dev/test": request.node.name[:63]}
-            )
+            metadata=client.V1ObjectMeta(name=name, labels={"coalmine.dev/test": label})
         )
     )
     wait_for(
@@ -63,10 +70,20 @@ def namespace(kube: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     kube.core.delete_namespace(name, propagation_policy="Background")
 
 
-@pytest.fixture
-def kubectl(kube: Cluster) -> object:
-    """The pinned kubectl, run against the local cluster."""
-    return cluster.kubectl
+TEST_CRDS = ("istio-virtualservice.yaml", "smi-trafficsplit.yaml")
+
+
+@pytest.fixture(scope="session")
+def operator(kube: Cluster) -> Iterator[OperatorProcess]:
+    """The operator in its own process, as a user runs it, for the whole session."""
+    install_crds()
+    for crd in TEST_CRDS:
+        cluster.kubectl(
+            "apply", "--server-side", "-f", str(paths.REPO_ROOT / "tests" / "crds" / crd)
+        )
+    process = OperatorProcess()
+    yield process
+    process.stop()
 
 
 __all__ = ["Cluster", "paths"]

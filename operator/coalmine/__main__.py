@@ -1,0 +1,5 @@
+"""``python -m coalmine``: run the operator."""
+
+from coalmine.main import cli
+
+cli()

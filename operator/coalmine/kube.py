@@ -1,0 +1,266 @@
+"""The one door to the Kubernetes API.
+
+Every other module speaks plain dicts (the objects as the API serves them) through this small
+facade, so the kubernetes client's types and errors stay here, and the rest of the operator can
+be read, and tested, without it. It also counts the requests it makes by verb: the benchmarks
+report API writes per rollout step from these counters.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+Obj = dict[str, Any]
+PatchType = Literal["merge", "json", "strategic"]
+
+_CONTENT_TYPES: Mapping[PatchType, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource type: where its objects live in the API."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{quote(namespace)}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{quote(name)}"
+        if sub is not None:
+            base += f"/{sub}"
+        return base
+
+
+CANARY_ROLLOUTS = Resource("coalmine.dev", "v1alpha1", "canaryrollouts", "CanaryRollout")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+SERVICES = Resource("", "v1", "services", "Service")
+PODS = Resource("", "v1", "pods", "Pod")
+EVENTS = Resource("", "v1", "events", "Event")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+INGRESSES = Resource("networking.k8s.io", "v1", "ingresses", "Ingress")
+HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices", "VirtualService")
+TRAFFIC_SPLITS = Resource("split.smi-spec.io", "v1alpha4", "trafficsplits", "TrafficSplit")
+
+
+class KubeError(RuntimeError):
+    """An API request failed; ``status`` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class NotFoundError(KubeError):
+    pass
+
+
+class ConflictError(KubeError):
+    """409: the object exists already, or its resourceVersion moved on."""
+
+
+class InvalidError(KubeError):
+    """422: the API server rejected the object; ``message`` names the field."""
+
+
+class ForbiddenError(KubeError):
+    pass
+
+
+def _error(exc: ApiException) -> KubeError:
+    status = int(exc.status or 0)
+    message = str(exc.reason)
+    try:
+        body = json.loads(exc.body or "{}")
+        message = str(body.get("message", message))
+    except (TypeError, ValueError):
+        pass
+    kind: type[KubeError] = {
+        404: NotFoundError,
+        409: ConflictError,
+        422: InvalidError,
+        403: ForbiddenError,
+    }.get(status, KubeError)
+    return kind(status, str(exc.reason), message)
+
+
+class Kube:
+    """A thin, typed facade over the REST API. Thread-safe like the client beneath it."""
+
+    def __init__(self, api: client.ApiClient, field_manager: str = "coalmine") -> None:
+        self.api = api
+        self.field_manager = field_manager
+        self._requests: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
+        if kubeconfig is None:
+            try:
+                config.load_incluster_config()
+                return cls(client.ApiClient())
+            except config.ConfigException:
+                pass
+        return cls(config.new_client_from_config(config_file=kubeconfig))
+
+    # --- counters ---------------------------------------------------------------------------
+
+    def request_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._requests)
+
+    def _count(self, verb: str) -> None:
+        with self._lock:
+            self._requests[verb] += 1
+
+    # --- raw request ------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: object = None,
+        content_type: str = "application/json",
+        timeout: float = 30.0,
+    ) -> Obj:
+        verb = method.lower()
+        self._count(verb)
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        serialized = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(*serialized, _request_timeout=timeout)
+            response.read()
+        except ApiException as exc:
+            raise _error(exc) from exc
+        except OSError as exc:  # the server was not reached at all
+            raise KubeError(0, "Unreachable", str(exc)) from exc
+        if response.status >= 400:
+            raise _error(ApiException(http_resp=response))
+        data = response.data
+        if not data:
+            return {}
+        parsed: Obj = json.loads(data)
+        return parsed
+
+    # --- verbs ------------------------------------------------------------------------------
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:
+        try:
+            return self.request("GET", resource.path(namespace, name))
+        except NotFoundError:
+            return None
+
+    def list(
+        self, resource: Resource, namespace: str | None, *, label_selector: str | None = None
+    ) -> list[Obj]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        items: list[Obj] = self.request("GET", resource.path(namespace), query=query).get(
+            "items", []
+        )
+        return items
+
+    def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
+        return self.request(
+            "POST",
+            resource.path(namespace),
+            body=body,
+            query={"fieldManager": self.field_manager},
+        )
+
+    def patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: object,
+        *,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+    ) -> Obj:
+        return self.request(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            body=patch,
+            content_type=_CONTENT_TYPES[patch_type],
+            query={"fieldManager": self.field_manager},
+        )
+
+    def delete(self, resource: Resource, namespace: str | None, name: str) -> bool:
+        """Delete in the background; False when it was already gone."""
+        try:
+            self.request(
+                "DELETE",
+                resource.path(namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+        except NotFoundError:
+            return False
+        return True
+
+    def emit_event(
+        self, regarding: Obj, *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Record a core/v1 Event about an object (what `kubectl describe` shows)."""
+        meta = regarding["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": regarding.get("apiVersion"),
+                "kind": regarding.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "coalmine"},
+            "reportingComponent": "coalmine.dev/operator",
+            "reportingInstance": "coalmine",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.create(EVENTS, meta["namespace"], event)

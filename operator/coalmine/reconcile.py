@@ -1,0 +1,271 @@
+"""Observe, decide, act: one reconcile of one CanaryRollout.
+
+Each call re-reads the world (Deployments, Services, EndpointSlices, the router's read-back),
+asks the pure state machine what to do, does it, and writes the status. Every action is an
+"ensure" that is harmless to repeat, and the status is written last, so the operator may crash
+between any two API calls: the next reconcile observes what did happen and carries on.
+
+A reconcile runs a few passes in a row while the machine says "look again now" (after a weight
+change, whose read-back is immediate), so a gate opening reaches a confirmed weight in one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from coalmine import kube as k
+from coalmine import machine as m
+from coalmine import status as s
+from coalmine import workloads as w
+from coalmine.kube import Kube, KubeError, Obj
+from coalmine.models import (
+    CanaryRollout,
+    CanaryRolloutStatus,
+    ImagePolicy,
+    RouterKind,
+    SpecError,
+    images_of,
+)
+from coalmine.routers.base import RouterError, Target, TrafficRouter
+from coalmine.routers.registry import ROUTERS
+
+log = logging.getLogger("coalmine.reconcile")
+
+MAX_PASSES = 8
+RESYNC_SECONDS = 30.0
+"""Look again at least this often, events or not: the safety net of a level-triggered loop."""
+RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Result:
+    requeue_after: float
+    finalized: bool = False
+    writes: int = 0
+
+
+def _router_config(rollout: CanaryRollout) -> tuple[RouterKind, dict[str, Any]]:
+    kind = rollout.spec.router
+    routing = rollout.spec.traffic_routing
+    config: dict[str, Any] = {}
+    if routing is not None:
+        block = {
+            RouterKind.GATEWAY_API: routing.gateway_api,
+            RouterKind.NGINX: routing.nginx,
+            RouterKind.ISTIO: routing.istio,
+            RouterKind.SMI: routing.smi,
+            RouterKind.REPLICA_RATIO: routing.replica_ratio,
+        }[kind]
+        if block is not None:
+            config = block.to_dict()
+    return kind, config
+
+
+class _Pass:
+    """One observe-decide-act pass, with what it needs at hand."""
+
+    def __init__(self, kube: Kube, obj: Obj, rollout: CanaryRollout, deleting: bool) -> None:
+        self.kube = kube
+        self.obj = obj
+        self.rollout = rollout
+        self.deleting = deleting
+        spec = rollout.spec
+        meta = rollout.metadata
+        self.workload = w.Rollout(
+            namespace=meta.namespace or "default",
+            name=meta.name,
+            uid=meta.uid or "",
+            service=spec.service.name,
+            port=spec.service.port,
+            target_port=spec.service.resolved_target_port,
+        )
+        kind, config = _router_config(rollout)
+        self.kind = kind
+        self.router: TrafficRouter = ROUTERS[kind]
+        self.target = Target(
+            namespace=self.workload.namespace,
+            rollout=meta.name,
+            owner=self.workload.owner,
+            root_service=self.workload.service,
+            stable_service=self.workload.stable_service,
+            canary_service=self.workload.canary_service,
+            port=spec.service.port,
+            stable_revision=rollout.status.stable_revision,
+            canary_revision=rollout.status.canary_revision,
+            config=config,
+            field_path="spec.trafficRouting",
+        )
+        self.writes = 0
+
+    def observe(self) -> tuple[m.Observed, str | None]:
+        wl = self.workload
+        router_error = None
+        weight: int | None = None
+        try:
+            if not self.deleting and self.rollout.status.stable_revision is not None:
+                self.router.ensure(self.kube, self.target)
+            weight = self.router.read_weight(self.kube, self.target)
+        except RouterError as error:
+            router_error = str(error)
+        observed = m.Observed(
+            revisions=w.observe_revisions(self.kube, wl),
+            weight=weight,
+            stable_service=w.service_revision(self.kube, wl, wl.stable_service),
+            canary_service=w.service_revision(self.kube, wl, wl.canary_service),
+            stable_endpoints=w.ready_endpoints(self.kube, wl, wl.stable_service),
+            canary_endpoints=w.ready_endpoints(self.kube, wl, wl.canary_service),
+            router_error=router_error,
+            controls=s.controls_on(self.rollout.metadata.annotations),
+        )
+        return observed, router_error
+
+    def act(self, action: m.Action, router_error: str | None) -> None:
+        wl, kube = self.workload, self.kube
+        match action:
+            case m.CreateRevision(revision, replicas):
+                if revision != self.rollout.spec.revision:
+                    raise KubeError(0, "MissingRevision", f"revision {revision} is gone")
+                spec = self.rollout.spec
+                w.create_revision(
+                    kube,
+                    wl,
+                    revision,
+                    spec.template,
+                    replicas,
+                    min_ready_seconds=spec.min_ready_seconds,
+                )
+                self._warn_about_tags()
+            case m.ScaleRevision(revision, replicas):
+                w.scale_revision(kube, wl, revision, replicas)
+            case m.RestoreRevision(revision):
+                w.restore_revision(kube, wl, revision)
+            case m.DeleteRevision(revision):
+                w.delete_revision(kube, wl, revision)
+            case m.SelectRevisions(stable, canary):
+                self.writes += w.ensure_services(kube, wl, stable, canary)
+                self.target = replace(self.target, stable_revision=stable, canary_revision=canary)
+                if not self.deleting:
+                    self._ensure_router(router_error)
+                return
+            case m.SetWeight(weight):
+                if router_error is None:
+                    self.router.set_weight(kube, self.target, weight)
+            case m.FinalizeRouting(restore_stable):
+                self.router.finalize(kube, self.target, restore_stable=restore_stable)
+            case m.EmitEvent(reason, message, warning):
+                self._event(reason, message, warning)
+                return
+        self.writes += 1
+
+    def _ensure_router(self, router_error: str | None) -> None:
+        if router_error is None:
+            # A failure is observed on the next pass, and reported in the status there.
+            with contextlib.suppress(RouterError):
+                self.router.ensure(self.kube, self.target)
+
+    def _event(self, reason: str, message: str, warning: bool) -> None:
+        try:
+            self.kube.emit_event(self.obj, reason=reason, message=message, warning=warning)
+        except KubeError as error:
+            log.warning("could not record event %s: %s", reason, error)
+
+    def _warn_about_tags(self) -> None:
+        if self.rollout.spec.image_policy != ImagePolicy.WARN:
+            return
+        for image in images_of(self.rollout.spec.template):
+            if "@sha256:" not in image:
+                self._event(
+                    "ImageNotPinned",
+                    f"image {image} is not pinned by digest: a tag can move under a revision",
+                    True,
+                )
+
+    def write_status(self, new: Any) -> bool:
+        # status.kopf belongs to the framework: never written back from a stale copy.
+        old = {k: v for k, v in self.rollout.status.to_dict().items() if k != "kopf"}
+        body = {k: v for k, v in new.to_dict().items() if k != "kopf"}
+        if body == old:
+            return False
+        patch = {"status": body}
+        # Fields that disappeared must be removed explicitly in a merge patch.
+        for key in old:
+            if key not in body:
+                patch["status"][key] = None
+        updated = self.kube.patch(
+            k.CANARY_ROLLOUTS,
+            self.workload.namespace,
+            self.workload.name,
+            patch,
+            subresource="status",
+        )
+        self.writes += 1
+        self.obj = updated
+        self.rollout = self.rollout.model_copy(update={"status": new})
+        self.target = replace(
+            self.target,
+            stable_revision=new.stable_revision,
+            canary_revision=new.canary_revision,
+        )
+        return True
+
+
+def reconcile(
+    kube: Kube, obj: Obj, now: Callable[[], datetime], *, deleting: bool = False
+) -> Result:
+    """Converge one CanaryRollout a little. Raises KubeError on API trouble (retry later)."""
+    try:
+        rollout = CanaryRollout.from_object(obj)
+    except SpecError as error:
+        if deleting:
+            return Result(0, finalized=True)  # nothing was ever routed for an invalid spec
+        return _invalid(kube, obj, error, now())
+    current = _Pass(kube, obj, rollout, deleting)
+    requeue = RESYNC_SECONDS
+    for _ in range(MAX_PASSES):
+        observed, router_error = current.observe()
+        plan = s.plan_from(current.rollout, deleting=deleting)
+        memory = s.memory_from(current.rollout.status)
+        at = now()
+        decision = m.decide(plan, memory, observed, at)
+        for action in decision.actions:
+            current.act(action, router_error)
+        if decision.done_deleting:
+            return Result(0, finalized=True, writes=current.writes)
+        current.write_status(
+            s.status_from(current.rollout, decision, at, router_error=router_error)
+        )
+        requeue = RESYNC_SECONDS if decision.requeue_after is None else decision.requeue_after
+        if router_error is not None:
+            requeue = min(requeue, RETRY_SECONDS)
+        weight_changed = any(isinstance(a, m.SetWeight) for a in decision.actions)
+        if requeue > 0 and not weight_changed:
+            break
+    return Result(max(requeue, 0.0), writes=current.writes)
+
+
+def _invalid(kube: Kube, obj: Obj, error: SpecError, now: datetime) -> Result:
+    """An invalid spec: say so in a condition and an event, change nothing else."""
+    meta = obj.get("metadata", {})
+    try:
+        old = CanaryRolloutStatus.from_object(obj)
+    except SpecError:
+        old = CanaryRolloutStatus()
+    new = s.invalid_status(old, error.field, error.reason, meta.get("generation"), now)
+    if new.to_dict() != old.to_dict():
+        kube.patch(
+            k.CANARY_ROLLOUTS,
+            meta.get("namespace"),
+            meta["name"],
+            {"status": new.to_dict()},
+            subresource="status",
+        )
+        try:
+            kube.emit_event(obj, reason="InvalidSpec", message=str(error), warning=True)
+        except KubeError as event_error:
+            log.warning("could not record event InvalidSpec: %s", event_error)
+    return Result(RESYNC_SECONDS)

@@ -1,0 +1,136 @@
+"""The protocol every traffic router implements, and what it is told about a rollout.
+
+A router knows how to put a canary weight into one kind of routing object and how to read it
+back. It never decides anything: the state machine asks for a weight, and only the read-back
+counts as confirmation. Routers touch the user's objects only where the protocol says (the
+weights of the stable and canary backends) and own whatever they create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from coalmine.kube import Kube, Obj
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "coalmine"
+ROLLOUT_LABEL = "coalmine.dev/rollout"
+
+JsonPatch = list[dict[str, Any]]
+
+
+class RouterError(RuntimeError):
+    """The routing objects are missing or not as documented; ``field`` names the spec field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Target:
+    """One rollout as a router sees it."""
+
+    namespace: str
+    rollout: str
+    owner: Obj
+    """An ownerReference to the CanaryRollout, for objects the router creates."""
+    root_service: str
+    stable_service: str
+    canary_service: str
+    port: int
+    stable_revision: str | None = None
+    canary_revision: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The provider's block of ``spec.trafficRouting`` (for example ``{"httpRoute": "shop"}``)."""
+    field_path: str = "spec.trafficRouting"
+
+    def owned_metadata(self, name: str) -> Obj:
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, "coalmine.dev/rollout": self.rollout},
+            "ownerReferences": [self.owner],
+        }
+
+
+class TrafficRouter(Protocol):
+    """Puts a canary weight into routing objects and reads it back."""
+
+    weighted: bool
+    """True when the weight lives in a routing object; False when replica counts realise it."""
+
+    def ensure(self, kube: Kube, target: Target) -> None:
+        """Create what the router owns; check the user's objects. Raises RouterError."""
+
+    def set_weight(self, kube: Kube, target: Target, weight: int) -> None:
+        """Route ``weight`` percent to the canary and the rest to the stable revision."""
+
+    def read_weight(self, kube: Kube, target: Target) -> int | None:
+        """The canary weight the routing objects hold now; None while it cannot be known."""
+
+    def finalize(self, kube: Kube, target: Target, *, restore_stable: bool) -> None:
+        """The rollout is going away: send everything to stable (when asked) and let go."""
+
+
+def owned_by_us(obj: Obj) -> bool:
+    return bool(obj.get("metadata", {}).get("labels", {}).get(MANAGED_BY_LABEL) == MANAGED_BY)
+
+
+def split(weight: int) -> tuple[int, int]:
+    """(stable, canary) weights for a canary percentage."""
+    weight = max(0, min(100, weight))
+    return 100 - weight, weight
+
+
+def percentage(stable: int, canary: int) -> int | None:
+    total = stable + canary
+    return None if total <= 0 else round(100 * canary / total)
+
+
+def pointer(*parts: str) -> str:
+    """A JSON pointer (RFC 6901) to ``parts``: label keys such as ``a.io/b`` need escaping."""
+    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def belongs_to(obj: Obj, target: Target) -> bool:
+    """True when coalmine created ``obj`` for this rollout."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return owned_by_us(obj) and labels.get(ROLLOUT_LABEL) == target.rollout
+
+
+def owned_patch(current: Obj, desired: Obj) -> JsonPatch:
+    """A JSON patch that brings an object coalmine owns to ``desired``; empty when in sync.
+
+    ``spec`` and ``ownerReferences`` are coalmine's alone and are replaced whole. Of the labels
+    and annotations only coalmine's keys are set, so what other tools add survives. The first op
+    tests the uid: a patch computed for an object that was deleted and recreated meanwhile fails
+    instead of landing on the newcomer.
+    """
+    meta = current.get("metadata") or {}
+    wanted = desired["metadata"]
+    ops: JsonPatch = []
+    for key in ("labels", "annotations"):
+        entries: dict[str, str] = wanted.get(key) or {}
+        have = meta.get(key)
+        if have is None:
+            if entries:
+                ops.append({"op": "add", "path": pointer("metadata", key), "value": entries})
+            continue
+        ops += [
+            {"op": "add", "path": pointer("metadata", key, name), "value": value}
+            for name, value in entries.items()
+            if have.get(name) != value
+        ]
+    if meta.get("ownerReferences") != wanted.get("ownerReferences"):
+        ops.append(
+            {"op": "add", "path": "/metadata/ownerReferences", "value": wanted["ownerReferences"]}
+        )
+    if current.get("spec") != desired["spec"]:
+        ops.append({"op": "add", "path": "/spec", "value": desired["spec"]})
+    if ops:
+        ops.insert(0, {"op": "test", "path": "/metadata/uid", "value": meta.get("uid")})
+    return ops

@@ -1,0 +1,137 @@
+"""Gateway API: the weights of the user's HTTPRoute backendRefs to the stable and canary Services.
+
+The HTTPRoute belongs to the user (or to their GitOps repository). coalmine changes only the
+``weight`` of the backendRefs that name the rollout's stable and canary Services, with a JSON
+patch that first tests each backendRef is still where it was read, so a concurrent edit makes
+the patch fail instead of landing on the wrong rule. Every rule that sends to the stable Service
+must also list the canary Service (with weight 0): a missing canary backendRef is reported, not
+added, because adding it would rewrite the user's route.
+
+Read-back: the weights in the route, and, when a Gateway controller reports status, only once
+every parent has accepted the route's current generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from coalmine import kube as k
+from coalmine.kube import Kube, Obj
+from coalmine.routers.base import RouterError, Target, percentage, split
+
+
+def _route_name(target: Target) -> str:
+    name = target.config.get("httpRoute")
+    if not name:
+        raise RouterError(f"{target.field_path}.gatewayAPI.httpRoute", "must name an HTTPRoute")
+    return str(name)
+
+
+def _route_namespace(target: Target) -> str:
+    return str(target.config.get("namespace") or target.namespace)
+
+
+def _is(ref: dict[str, Any], service: str) -> bool:
+    return (
+        ref.get("name") == service
+        and ref.get("kind", "Service") == "Service"
+        and ref.get("group", "") in ("", "core")
+    )
+
+
+def _refs(route: Obj, target: Target) -> list[tuple[int, int, int, int]]:
+    """(rule, stable index, canary index, port) for every rule that routes to the stable."""
+    found = []
+    for r, rule in enumerate(route.get("spec", {}).get("rules") or []):
+        refs = rule.get("backendRefs") or []
+        stable = [i for i, ref in enumerate(refs) if _is(ref, target.stable_service)]
+        canary = [i for i, ref in enumerate(refs) if _is(ref, target.canary_service)]
+        if stable and canary:
+            found.append((r, stable[0], canary[0], 0))
+        elif stable:
+            raise RouterError(
+                f"HTTPRoute {route['metadata']['name']} spec.rules[{r}].backendRefs",
+                f"routes to Service {target.stable_service} but not to "
+                f"{target.canary_service}; list both (the canary with weight 0)",
+            )
+    return found
+
+
+class GatewayAPIRouter:
+    weighted = True
+
+    def _route(self, kube: Kube, target: Target) -> tuple[Obj, list[tuple[int, int, int, int]]]:
+        name = _route_name(target)
+        route = kube.get(k.HTTP_ROUTES, _route_namespace(target), name)
+        if route is None:
+            raise RouterError(
+                f"{target.field_path}.gatewayAPI.httpRoute",
+                f"HTTPRoute {_route_namespace(target)}/{name} does not exist",
+            )
+        refs = _refs(route, target)
+        if not refs:
+            raise RouterError(
+                f"{target.field_path}.gatewayAPI.httpRoute",
+                f"HTTPRoute {name} has no rule with backendRefs to Services "
+                f"{target.stable_service} and {target.canary_service}",
+            )
+        return route, refs
+
+    def ensure(self, kube: Kube, target: Target) -> None:
+        self._route(kube, target)
+
+    def set_weight(self, kube: Kube, target: Target, weight: int) -> None:
+        route, refs = self._route(kube, target)
+        stable_weight, canary_weight = split(weight)
+        patch: list[dict[str, Any]] = []
+        for rule, stable, canary, _ in refs:
+            base = f"/spec/rules/{rule}/backendRefs"
+            patch += [
+                {"op": "test", "path": f"{base}/{stable}/name", "value": target.stable_service},
+                {"op": "test", "path": f"{base}/{canary}/name", "value": target.canary_service},
+                {"op": "add", "path": f"{base}/{stable}/weight", "value": stable_weight},
+                {"op": "add", "path": f"{base}/{canary}/weight", "value": canary_weight},
+            ]
+        kube.patch(
+            k.HTTP_ROUTES,
+            _route_namespace(target),
+            route["metadata"]["name"],
+            patch,
+            patch_type="json",
+        )
+
+    def read_weight(self, kube: Kube, target: Target) -> int | None:
+        route, refs = self._route(kube, target)
+        weights = set()
+        for rule, stable, canary, _ in refs:
+            backend_refs = route["spec"]["rules"][rule]["backendRefs"]
+            weights.add(
+                percentage(
+                    int(backend_refs[stable].get("weight", 1)),
+                    int(backend_refs[canary].get("weight", 1)),
+                )
+            )
+        if len(weights) != 1:
+            return None  # rules disagree: a write is half-way or someone edited one rule
+        if not _accepted(route):
+            return None
+        return weights.pop()
+
+    def finalize(self, kube: Kube, target: Target, *, restore_stable: bool) -> None:
+        if restore_stable:
+            # A route that is gone or changed holds nothing of ours to restore.
+            with contextlib.suppress(RouterError):
+                self.set_weight(kube, target, 0)
+
+
+def _accepted(route: Obj) -> bool:
+    """True unless a controller reports status for an older generation of the route."""
+    generation = route.get("metadata", {}).get("generation")
+    for parent in (route.get("status") or {}).get("parents") or []:
+        for condition in parent.get("conditions") or []:
+            if condition.get("type") == "Accepted":
+                observed = condition.get("observedGeneration")
+                if observed is not None and generation is not None and observed < generation:
+                    return False
+    return True

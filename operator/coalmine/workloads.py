@@ -1,0 +1,364 @@
+"""Versioned Deployments and the Services in front of them.
+
+Every revision of a rollout is its own Deployment, ``<rollout>-<revision>``, created from the pod
+template once and never edited afterwards except for its replica count. The template it was
+created from is kept in an annotation on the Deployment, so drift (someone editing a managed
+Deployment by hand) is detected and reverted for every kept revision, not only the current one.
+
+The operator owns three Services per rollout: ``<service>`` selects every revision (the replica
+ratio router serves from it), ``<service>-stable`` and ``<service>-canary`` select one revision
+each (weighted routers send traffic to them). Nothing here touches an object the operator does
+not own: a same-named object without our label is reported as a conflict.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from coalmine import kube as k
+from coalmine.kube import Kube, Obj
+from coalmine.machine import RevisionObserved
+
+ROLLOUT_LABEL = "coalmine.dev/rollout"
+REVISION_LABEL = "coalmine.dev/revision"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "coalmine"
+TEMPLATE_ANNOTATION = "coalmine.dev/template"
+NO_REVISION = "none"
+"""Selector value of the canary Service while there is no canary: it selects no pod."""
+
+
+class OwnershipError(RuntimeError):
+    """An object we would manage exists but belongs to someone else."""
+
+    def __init__(self, kind: str, name: str, field: str) -> None:
+        super().__init__(
+            f"{kind} {name} exists and is not managed by coalmine (no "
+            f"{MANAGED_BY_LABEL}={MANAGED_BY} label); rename it or choose another {field}"
+        )
+        self.kind = kind
+        self.name = name
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What this module needs to know about a CanaryRollout."""
+
+    namespace: str
+    name: str
+    uid: str
+    service: str
+    port: int
+    target_port: int | str
+
+    @property
+    def owner(self) -> Obj:
+        return {
+            "apiVersion": k.CANARY_ROLLOUTS.api_version,
+            "kind": k.CANARY_ROLLOUTS.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    @property
+    def stable_service(self) -> str:
+        return f"{self.service}-stable"
+
+    @property
+    def canary_service(self) -> str:
+        return f"{self.service}-canary"
+
+    def deployment_name(self, revision: str) -> str:
+        return f"{self.name}-{revision}"
+
+    def labels(self, revision: str | None = None) -> dict[str, str]:
+        labels = {ROLLOUT_LABEL: self.name, MANAGED_BY_LABEL: MANAGED_BY}
+        if revision is not None:
+            labels[REVISION_LABEL] = revision
+        return labels
+
+
+# --- Deployments -------------------------------------------------------------------------------
+
+
+def pod_template(rollout: Rollout, revision: str, template: Mapping[str, Any]) -> Obj:
+    """The user's template with the labels that tie its pods to the rollout and revision."""
+    result: Obj = copy.deepcopy(dict(template))
+    metadata = result.setdefault("metadata", {})
+    metadata.setdefault("labels", {}).update(
+        {ROLLOUT_LABEL: rollout.name, REVISION_LABEL: revision}
+    )
+    return result
+
+
+def build_deployment(
+    rollout: Rollout,
+    revision: str,
+    template: Mapping[str, Any],
+    replicas: int,
+    min_ready_seconds: int = 0,
+) -> Obj:
+    pods = pod_template(rollout, revision, template)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": rollout.deployment_name(revision),
+            "namespace": rollout.namespace,
+            "labels": rollout.labels(revision),
+            "annotations": {TEMPLATE_ANNOTATION: json.dumps(pods, sort_keys=True)},
+            "ownerReferences": [rollout.owner],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {ROLLOUT_LABEL: rollout.name, REVISION_LABEL: revision}},
+            "template": pods,
+            # A revision never changes, so its Deployment never rolls: no surge settings matter.
+            "revisionHistoryLimit": 0,
+            "minReadySeconds": min_ready_seconds,
+        },
+    }
+
+
+def contains(expected: object, actual: object) -> bool:
+    """Whether every field we set is present with the same value (the API server adds defaults)."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and contains(value, actual[key]) for key, value in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(expected) == len(actual)
+            and all(contains(e, a) for e, a in zip(expected, actual, strict=True))
+        )
+    if isinstance(expected, int | float) and isinstance(actual, str):
+        return str(expected) == actual
+    return expected == actual
+
+
+def _created(deployment: Obj) -> datetime:
+    stamp = deployment.get("metadata", {}).get("creationTimestamp")
+    if not stamp:
+        return datetime.now(UTC)
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+
+
+def _drifted(deployment: Obj) -> bool:
+    recorded = deployment["metadata"].get("annotations", {}).get(TEMPLATE_ANNOTATION)
+    if not recorded:
+        return False
+    live = deployment.get("spec", {}).get("template", {})
+    return not (contains(json.loads(recorded), live) and _no_extra_containers(recorded, live))
+
+
+def _no_extra_containers(recorded: str, live: Obj) -> bool:
+    # contains() already compares list lengths; env entries added to a container are caught
+    # there too. Labels and annotations added to the template are new pods all the same.
+    template = json.loads(recorded)
+    for key in ("labels", "annotations"):
+        if (live.get("metadata") or {}).get(key, {}) != (template.get("metadata") or {}).get(
+            key, {}
+        ):
+            return False
+    return True
+
+
+def observe_revisions(kube: Kube, rollout: Rollout) -> dict[str, RevisionObserved]:
+    deployments = kube.list(
+        k.DEPLOYMENTS,
+        rollout.namespace,
+        label_selector=f"{ROLLOUT_LABEL}={rollout.name},{MANAGED_BY_LABEL}={MANAGED_BY}",
+    )
+    revisions = {}
+    for deployment in deployments:
+        revision = deployment["metadata"].get("labels", {}).get(REVISION_LABEL)
+        if not revision:
+            continue
+        status = deployment.get("status") or {}
+        current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        ready = int(status.get("readyReplicas", 0)) if current else 0
+        revisions[revision] = RevisionObserved(
+            replicas=int(deployment["spec"].get("replicas", 1)),
+            ready=min(ready, int(status.get("readyReplicas", 0))),
+            available=int(status.get("availableReplicas", 0)) if current else 0,
+            created=_created(deployment),
+            drifted=_drifted(deployment),
+        )
+    return revisions
+
+
+def create_revision(
+    kube: Kube,
+    rollout: Rollout,
+    revision: str,
+    template: Mapping[str, Any],
+    replicas: int,
+    *,
+    min_ready_seconds: int = 0,
+) -> None:
+    body = build_deployment(rollout, revision, template, replicas, min_ready_seconds)
+    try:
+        kube.create(k.DEPLOYMENTS, rollout.namespace, body)
+    except k.ConflictError:
+        existing = kube.get(k.DEPLOYMENTS, rollout.namespace, rollout.deployment_name(revision))
+        if existing is None or not _ours(existing):
+            raise OwnershipError(
+                "Deployment", rollout.deployment_name(revision), "metadata.name"
+            ) from None
+        scale_revision(kube, rollout, revision, replicas)
+
+
+def scale_revision(kube: Kube, rollout: Rollout, revision: str, replicas: int) -> None:
+    kube.patch(
+        k.DEPLOYMENTS,
+        rollout.namespace,
+        rollout.deployment_name(revision),
+        {"spec": {"replicas": replicas}},
+    )
+
+
+def restore_revision(kube: Kube, rollout: Rollout, revision: str) -> None:
+    """Put back the template the revision was created from."""
+    name = rollout.deployment_name(revision)
+    deployment = kube.get(k.DEPLOYMENTS, rollout.namespace, name)
+    if deployment is None:
+        return
+    recorded = deployment["metadata"].get("annotations", {}).get(TEMPLATE_ANNOTATION)
+    if not recorded:
+        return
+    kube.patch(
+        k.DEPLOYMENTS,
+        rollout.namespace,
+        name,
+        [{"op": "replace", "path": "/spec/template", "value": json.loads(recorded)}],
+        patch_type="json",
+    )
+
+
+def delete_revision(kube: Kube, rollout: Rollout, revision: str) -> None:
+    kube.delete(k.DEPLOYMENTS, rollout.namespace, rollout.deployment_name(revision))
+
+
+def _ours(obj: Obj) -> bool:
+    return bool(obj.get("metadata", {}).get("labels", {}).get(MANAGED_BY_LABEL) == MANAGED_BY)
+
+
+# --- Services ----------------------------------------------------------------------------------
+
+
+def _service(rollout: Rollout, name: str, selector: Mapping[str, str]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": rollout.namespace,
+            "labels": rollout.labels(),
+            "ownerReferences": [rollout.owner],
+        },
+        "spec": {
+            "selector": dict(selector),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": rollout.port,
+                    "targetPort": rollout.target_port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def desired_services(rollout: Rollout, stable: str, canary: str | None) -> list[Obj]:
+    return [
+        _service(rollout, rollout.service, {ROLLOUT_LABEL: rollout.name}),
+        _service(
+            rollout,
+            rollout.stable_service,
+            {ROLLOUT_LABEL: rollout.name, REVISION_LABEL: stable},
+        ),
+        _service(
+            rollout,
+            rollout.canary_service,
+            {ROLLOUT_LABEL: rollout.name, REVISION_LABEL: canary or NO_REVISION},
+        ),
+    ]
+
+
+def ensure_services(kube: Kube, rollout: Rollout, stable: str, canary: str | None) -> int:
+    """Create or update the three Services; returns how many writes it made."""
+    writes = 0
+    for desired in desired_services(rollout, stable, canary):
+        name = desired["metadata"]["name"]
+        live = kube.get(k.SERVICES, rollout.namespace, name)
+        if live is None:
+            kube.create(k.SERVICES, rollout.namespace, desired)
+            writes += 1
+            continue
+        if not _ours(live):
+            raise OwnershipError("Service", name, "spec.service.name")
+        wanted_ports = [(p["port"], str(p["targetPort"])) for p in desired["spec"]["ports"]]
+        live_ports = [
+            (p.get("port"), str(p.get("targetPort"))) for p in live["spec"].get("ports", [])
+        ]
+        if (
+            live["spec"].get("selector") != desired["spec"]["selector"]
+            or live_ports != wanted_ports
+        ):
+            kube.patch(
+                k.SERVICES,
+                rollout.namespace,
+                name,
+                [
+                    {
+                        "op": "replace",
+                        "path": "/spec/selector",
+                        "value": desired["spec"]["selector"],
+                    },
+                    {"op": "replace", "path": "/spec/ports", "value": desired["spec"]["ports"]},
+                ],
+                patch_type="json",
+            )
+            writes += 1
+    return writes
+
+
+def service_revision(kube: Kube, rollout: Rollout, service: str) -> str | None:
+    live = kube.get(k.SERVICES, rollout.namespace, service)
+    if live is None:
+        return None
+    revision = (live["spec"].get("selector") or {}).get(REVISION_LABEL)
+    return None if revision in (None, NO_REVISION) else str(revision)
+
+
+def ready_endpoints(kube: Kube, rollout: Rollout, service: str) -> dict[str, int]:
+    """Ready endpoints of a Service, counted by revision (read from the pods' names)."""
+    slices = kube.list(
+        k.ENDPOINT_SLICES,
+        rollout.namespace,
+        label_selector=f"kubernetes.io/service-name={service}",
+    )
+    seen: dict[str, str] = {}
+    prefix = f"{rollout.name}-"
+    for endpoint_slice in slices:
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            pod = str((endpoint.get("targetRef") or {}).get("name", ""))
+            if pod.startswith(prefix):
+                # Pod names are <rollout>-<revision>-<replicaset hash>-<suffix>.
+                seen[pod] = pod[len(prefix) :].split("-", 1)[0]
+    counts: dict[str, int] = {}
+    for revision in seen.values():
+        counts[revision] = counts.get(revision, 0) + 1
+    return counts

@@ -1,0 +1,242 @@
+"""Helpers for tests that drive CanaryRollouts through the real operator and cluster."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from coalmine import kube as k
+from devenv.waiting import wait_for
+
+from .conftest import Cluster
+
+GROUP, VERSION, PLURAL = "coalmine.dev", "v1alpha1", "canaryrollouts"
+DEFAULT_STEPS: list[dict[str, Any]] = [
+    {"setWeight": 25},
+    {"pause": {"duration": "1s"}},
+    {"setWeight": 50},
+    {"pause": {}},
+]
+ROUTERS = ("replicaRatio", "gatewayAPI", "nginx", "istio", "smi")
+
+
+def template(version: str, **env: str) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": f"coalmine.dev/demo-app:{version}",
+        "ports": [{"containerPort": 8080, "name": "http"}],
+    }
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    return {"metadata": {"labels": {"app": "shop"}}, "spec": {"containers": [container]}}
+
+
+def routing(router: str, name: str) -> dict[str, Any] | None:
+    return {
+        "replicaRatio": None,
+        "gatewayAPI": {"gatewayAPI": {"httpRoute": name}},
+        "nginx": {"nginx": {"ingress": name}},
+        "istio": {"istio": {"virtualService": name, "routes": ["primary"]}},
+        "smi": {"smi": {"trafficSplit": name}},
+    }[router]
+
+
+def manifest(
+    name: str,
+    version: str,
+    *,
+    router: str = "replicaRatio",
+    steps: list[dict[str, Any]] | None = None,
+    replicas: int = 4,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CanaryRollout",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "template": template(version),
+            "service": {"name": name, "port": 80, "targetPort": 8080},
+            "imagePolicy": "Allow",
+            "steps": copy.deepcopy(steps or DEFAULT_STEPS),
+            "scaleDownDelaySeconds": 2,
+            "progressDeadlineSeconds": 60,
+            **spec,
+        },
+    }
+    traffic = routing(router, name)
+    if traffic is not None:
+        body["spec"]["trafficRouting"] = traffic
+    return body
+
+
+def user_routing_object(kube: Cluster, namespace: str, router: str, name: str) -> None:
+    """The routing object a user owns (HTTPRoute, Ingress, VirtualService) before the rollout."""
+    stable, canary = f"{name}-stable", f"{name}-canary"
+    if router == "gatewayAPI":
+        kube.raw.create(
+            k.HTTP_ROUTES,
+            namespace,
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": name},
+                "spec": {
+                    "parentRefs": [{"name": "gw"}],
+                    "rules": [
+                        {
+                            "backendRefs": [
+                                {"name": stable, "port": 80, "weight": 100},
+                                {"name": canary, "port": 80, "weight": 0},
+                            ]
+                        }
+                    ],
+                },
+            },
+        )
+    elif router == "nginx":
+        backend = {"service": {"name": stable, "port": {"number": 80}}}
+        path = {"path": "/", "pathType": "Prefix", "backend": backend}
+        kube.raw.create(
+            k.INGRESSES,
+            namespace,
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "metadata": {"name": name},
+                "spec": {
+                    "ingressClassName": "nginx",
+                    "rules": [{"host": "shop.example", "http": {"paths": [path]}}],
+                },
+            },
+        )
+    elif router == "istio":
+        kube.raw.create(
+            k.VIRTUAL_SERVICES,
+            namespace,
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": name},
+                "spec": {
+                    "hosts": ["shop.example"],
+                    "http": [
+                        {
+                            "name": "primary",
+                            "route": [
+                                {"destination": {"host": stable}, "weight": 100},
+                                {"destination": {"host": canary}, "weight": 0},
+                            ],
+                        }
+                    ],
+                },
+            },
+        )
+
+
+def router_weight(kube: Cluster, namespace: str, router: str, name: str) -> int | None:
+    """The canary weight as the routing object holds it, read independently of the operator."""
+    raw = kube.raw
+    canary = f"{name}-canary"
+    if router == "gatewayAPI":
+        route = raw.get(k.HTTP_ROUTES, namespace, name) or {}
+        refs = {r["name"]: r.get("weight", 1) for r in route["spec"]["rules"][0]["backendRefs"]}
+        return int(refs[canary])
+    if router == "nginx":
+        ingress = raw.get(k.INGRESSES, namespace, canary) or {}
+        return int(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"])
+    if router == "istio":
+        vs = raw.get(k.VIRTUAL_SERVICES, namespace, name) or {}
+        route = vs["spec"]["http"][0]["route"]
+        return int({d["destination"]["host"]: d.get("weight", 0) for d in route}[canary])
+    if router == "smi":
+        split = raw.get(k.TRAFFIC_SPLITS, namespace, name) or {}
+        return int({b["service"]: b["weight"] for b in split["spec"]["backends"]}[canary])
+    return None
+
+
+class Rollouts:
+    """Create, change, control and read CanaryRollouts in one namespace."""
+
+    def __init__(self, kube: Cluster, namespace: str) -> None:
+        self.kube = kube
+        self.raw = kube.raw
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> None:
+        self.raw.create(k.CANARY_ROLLOUTS, self.namespace, body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        obj = self.raw.get(k.CANARY_ROLLOUTS, self.namespace, name)
+        assert obj is not None, f"CanaryRollout {name} is gone"
+        return obj
+
+    def names(self) -> list[str]:
+        return [o["metadata"]["name"] for o in self.raw.list(k.CANARY_ROLLOUTS, self.namespace)]
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.get(name).get("status") or {})
+
+    def set_template(self, name: str, version: str, **env: str) -> None:
+        self.patch_spec(name, {"template": template(version, **env)})
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.raw.patch(k.CANARY_ROLLOUTS, self.namespace, name, {"spec": spec})
+
+    def control(self, name: str, control: str) -> str:
+        token = uuid.uuid4().hex[:12]
+        annotations = {f"coalmine.dev/{control}": token}
+        self.raw.patch(
+            k.CANARY_ROLLOUTS, self.namespace, name, {"metadata": {"annotations": annotations}}
+        )
+        return token
+
+    def delete(self, name: str) -> None:
+        self.raw.delete(k.CANARY_ROLLOUTS, self.namespace, name)
+
+    def wait(
+        self,
+        name: str,
+        until: Callable[[dict[str, Any]], bool],
+        message: str,
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        return wait_for(
+            lambda: self.status(name), until=until, timeout=timeout, message=f"{name}: {message}"
+        )
+
+    def wait_phase(
+        self, name: str, phase: str, timeout: float = 60, **fields: Any
+    ) -> dict[str, Any]:
+        def done(status: dict[str, Any]) -> bool:
+            return status.get("phase") == phase and all(
+                status.get(key) == value for key, value in fields.items()
+            )
+
+        wanted = ", ".join(f"{k}={v}" for k, v in fields.items())
+        return self.wait(name, done, f"phase {phase} {wanted}", timeout)
+
+    def events(self, name: str) -> list[tuple[str, str]]:
+        events = [
+            e
+            for e in self.raw.list(k.EVENTS, self.namespace)
+            if e["involvedObject"].get("name") == name
+            and e["involvedObject"].get("kind") == "CanaryRollout"
+        ]
+        events.sort(key=lambda e: (e.get("firstTimestamp") or "", e["metadata"]["name"]))
+        return [(e.get("reason", ""), e.get("message", "")) for e in events]
+
+    def reasons(self, name: str) -> list[str]:
+        return [reason for reason, _ in self.events(name)]
+
+    def deployments(self, name: str) -> dict[str, int]:
+        items = self.raw.list(
+            k.DEPLOYMENTS, self.namespace, label_selector=f"coalmine.dev/rollout={name}"
+        )
+        return {
+            d["metadata"]["labels"]["coalmine.dev/revision"]: int(d["spec"].get("replicas", 0))
+            for d in items
+        }
