@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NETNS ?= coalmine
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster lock clean
+.PHONY: help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts lock clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -65,10 +65,13 @@ integration: venv tools ## integration tests against the local cluster (started 
 test: venv tools lint ## everything CI checks: lint, unit and integration tests against the real cluster
 	$(VENV)/bin/pytest tests
 
-bench: bench-cluster ## every benchmark; JSON lands in bench/results/
+bench: bench-cluster bench-rollouts ## every benchmark; JSON lands in bench/results/
 
 bench-cluster: venv tools ## cluster figures: tool build time, warm start time, control plane memory (COLD=1 rebuilds the tools cold)
 	$(PY) -m bench.cluster $(if $(COLD),--cold-build,)
+
+bench-rollouts: venv tools ## 50 rollouts in flight: promote-to-confirmed weight latency (p50, p99), API writes per step
+	$(PY) -m bench.rollouts
 
 lock: ## re-pin requirements.lock from pyproject.toml
 	rm -rf /tmp/coalmine-lock && $(PYTHON) -m venv /tmp/coalmine-lock

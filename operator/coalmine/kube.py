@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from urllib.parse import quote, urlencode
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
+from coalmine import metrics
 
 Obj = dict[str, Any]
 PatchType = Literal["merge", "json", "strategic"]
@@ -155,6 +158,7 @@ class Kube:
     ) -> Obj:
         verb = method.lower()
         self._count(verb)
+        started = time.monotonic()
         if query:
             path = f"{path}?{urlencode(query)}"
         headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -172,6 +176,9 @@ class Kube:
             raise _error(exc) from exc
         except OSError as exc:  # the server was not reached at all
             raise KubeError(0, "Unreachable", str(exc)) from exc
+        finally:
+            metrics.API_REQUESTS.labels(verb).inc()
+            metrics.API_LATENCY.labels(verb).observe(time.monotonic() - started)
         if response.status >= 400:
             raise _error(ApiException(http_resp=response))
         data = response.data

@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from coalmine import kube as k
+from coalmine import metrics
 from coalmine.kube import Kube, KubeError
 from coalmine.reconcile import RETRY_SECONDS, reconcile
 from coalmine.settings import Settings
@@ -110,11 +112,15 @@ def _reconcile_once(kube: Kube, namespace: str, name: str) -> float | None:
         return reconcile(kube, obj, now).requeue_after
     except KubeError as error:
         # API trouble is temporary by nature: report it and look again soon.
+        metrics.RECONCILE_ERRORS.labels("api").inc()
         log.warning("reconcile of %s/%s failed, retrying: %s", namespace, name, error)
         return RETRY_SECONDS
     except Exception:
+        metrics.RECONCILE_ERRORS.labels("crash").inc()
         log.exception("reconcile of %s/%s crashed, retrying", namespace, name)
         return RETRY_SECONDS
+    finally:
+        metrics.RECONCILES.inc()
 
 
 @kopf.on.event(*ROLLOUTS)
@@ -157,4 +163,7 @@ def cli() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # kopf reports every handler call at INFO; ours log what matters.
     logging.getLogger("kopf").setLevel(logging.WARNING)
-    kopf.run(clusterwide=True, standalone=Settings().standalone)
+    settings = Settings()
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port, addr=settings.metrics_address)
+    kopf.run(clusterwide=True, standalone=settings.standalone)

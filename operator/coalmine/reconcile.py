@@ -101,22 +101,31 @@ class _Pass:
             field_path="spec.trafficRouting",
         )
         self.writes = 0
+        self.services: dict[str, Obj | None] = {}
+        self.router_ensured = False
 
     def observe(self) -> tuple[m.Observed, str | None]:
         wl = self.workload
         router_error = None
         weight: int | None = None
         try:
-            if not self.deleting and self.rollout.status.stable_revision is not None:
+            # Once per reconcile: ensure writes nothing when all is in place, but it reads.
+            if not (self.deleting or self.router_ensured) and self.rollout.status.stable_revision:
                 self.router.ensure(self.kube, self.target)
+                self.router_ensured = True
             weight = self.router.read_weight(self.kube, self.target)
         except RouterError as error:
             router_error = str(error)
+            self.router_ensured = False
+        self.services = {
+            name: self.kube.get(k.SERVICES, wl.namespace, name)
+            for name in (wl.service, wl.stable_service, wl.canary_service)
+        }
         observed = m.Observed(
             revisions=w.observe_revisions(self.kube, wl),
             weight=weight,
-            stable_service=w.service_revision(self.kube, wl, wl.stable_service),
-            canary_service=w.service_revision(self.kube, wl, wl.canary_service),
+            stable_service=w.selected_revision(self.services[wl.stable_service]),
+            canary_service=w.selected_revision(self.services[wl.canary_service]),
             stable_endpoints=w.ready_endpoints(self.kube, wl, wl.stable_service),
             canary_endpoints=w.ready_endpoints(self.kube, wl, wl.canary_service),
             router_error=router_error,
@@ -147,9 +156,9 @@ class _Pass:
             case m.DeleteRevision(revision):
                 w.delete_revision(kube, wl, revision)
             case m.SelectRevisions(stable, canary):
-                self.writes += w.ensure_services(kube, wl, stable, canary)
+                self.writes += w.ensure_services(kube, wl, stable, canary, self.services)
                 self.target = replace(self.target, stable_revision=stable, canary_revision=canary)
-                if not self.deleting:
+                if not self.deleting and not self.router_ensured:
                     self._ensure_router(router_error)
                 return
             case m.SetWeight(weight):
@@ -167,6 +176,7 @@ class _Pass:
             # A failure is observed on the next pass, and reported in the status there.
             with contextlib.suppress(RouterError):
                 self.router.ensure(self.kube, self.target)
+                self.router_ensured = True
 
     def _event(self, reason: str, message: str, warning: bool) -> None:
         try:

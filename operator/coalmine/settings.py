@@ -16,3 +16,7 @@ class Settings(BaseSettings):
     """Run without kopf peering (one operator process); the HA setup turns peering on."""
     workers: int = 64
     """Threads for handlers: one daemon per CanaryRollout holds one while it waits."""
+    metrics_port: int = 9100
+    """Port of the ``/metrics`` endpoint; 0 turns it off."""
+    metrics_address: str = "0.0.0.0"  # noqa: S104 - a pod serves its metrics to the cluster
+    """Address the metrics endpoint binds."""

@@ -295,14 +295,25 @@ def desired_services(rollout: Rollout, stable: str, canary: str | None) -> list[
     ]
 
 
-def ensure_services(kube: Kube, rollout: Rollout, stable: str, canary: str | None) -> int:
-    """Create or update the three Services; returns how many writes it made."""
+def ensure_services(
+    kube: Kube,
+    rollout: Rollout,
+    stable: str,
+    canary: str | None,
+    observed: dict[str, Obj | None] | None = None,
+) -> int:
+    """Create or update the three Services; returns how many writes it made.
+
+    ``observed`` holds the Services as just read (and is updated with what is written), so a
+    reconcile pass reads each Service once.
+    """
     writes = 0
+    cache = observed if observed is not None else {}
     for desired in desired_services(rollout, stable, canary):
         name = desired["metadata"]["name"]
-        live = kube.get(k.SERVICES, rollout.namespace, name)
+        live = cache[name] if name in cache else kube.get(k.SERVICES, rollout.namespace, name)
         if live is None:
-            kube.create(k.SERVICES, rollout.namespace, desired)
+            cache[name] = kube.create(k.SERVICES, rollout.namespace, desired)
             writes += 1
             continue
         if not _ours(live):
@@ -315,7 +326,7 @@ def ensure_services(kube: Kube, rollout: Rollout, stable: str, canary: str | Non
             live["spec"].get("selector") != desired["spec"]["selector"]
             or live_ports != wanted_ports
         ):
-            kube.patch(
+            cache[name] = kube.patch(
                 k.SERVICES,
                 rollout.namespace,
                 name,
@@ -333,8 +344,8 @@ def ensure_services(kube: Kube, rollout: Rollout, stable: str, canary: str | Non
     return writes
 
 
-def service_revision(kube: Kube, rollout: Rollout, service: str) -> str | None:
-    live = kube.get(k.SERVICES, rollout.namespace, service)
+def selected_revision(live: Obj | None) -> str | None:
+    """The revision a Service of ours selects (None: no Service, or no canary)."""
     if live is None:
         return None
     revision = (live["spec"].get("selector") or {}).get(REVISION_LABEL)

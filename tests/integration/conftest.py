@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 from kubernetes import client, config
@@ -19,6 +20,9 @@ from coalmine.kube import Kube
 from devenv import cluster, paths
 from devenv.operator import OperatorProcess, install_crds
 from devenv.waiting import wait_for
+
+if TYPE_CHECKING:
+    from .rollouts import Rollouts
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,14 @@ def operator(kube: Cluster) -> Iterator[OperatorProcess]:
     process = OperatorProcess()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def rollouts(kube: Cluster, namespace: str) -> Rollouts:
+    """CanaryRollouts in the test's namespace."""
+    from .rollouts import Rollouts  # noqa: PLC0415 - rollouts.py imports Cluster from here
+
+    return Rollouts(kube, namespace)
 
 
 __all__ = ["Cluster", "paths"]

@@ -16,11 +16,6 @@ from .rollouts import ROUTERS, Rollouts, manifest, router_weight, user_routing_o
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-@pytest.fixture
-def rollouts(kube: Cluster, namespace: str) -> Rollouts:
-    return Rollouts(kube, namespace)
-
-
 def step_events(rollouts: Rollouts, name: str) -> list[str]:
     return [message for reason, message in rollouts.events(name) if reason == "StepCompleted"]
 

@@ -181,6 +181,13 @@ def _controller_manager(p: pki.Pki) -> list[str]:
         f"--root-ca-file={p.ca_crt}",
         "--use-service-account-credentials=false",
         "--profiling=false",
+        # The defaults (20 qps) are sized for real kubelets' pace; with KWOK pods start at
+        # once, and a throttled controller manager would dominate every latency we measure.
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
+        "--concurrent-deployment-syncs=10",
+        "--concurrent-replicaset-syncs=10",
+        "--concurrent-service-endpoint-syncs=10",
     ]
 
 
@@ -193,6 +200,8 @@ def _scheduler(_: pki.Pki) -> list[str]:
         f"--cert-dir={paths.STATE_DIR / 'scheduler'}",
         "--leader-elect=false",
         "--profiling=false",
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
     ]
 
 

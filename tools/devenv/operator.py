@@ -30,7 +30,8 @@ class OperatorProcess:
     """One operator process; ``stop`` is graceful, ``kill`` is a crash."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
-        self.env = dict(env or {})
+        # Several operators may share the namespace's ports: metrics only where asked for.
+        self.env = {"COALMINE_METRICS_PORT": "0", **(env or {})}
         self.start()
 
     def start(self) -> None:

@@ -1,0 +1,301 @@
+"""Step latency and API writes with many rollouts in flight, against the real cluster.
+
+50 CanaryRollouts (Gateway API router, 2 replicas each) are rolled out at once. Each is held at
+an indefinite pause; the benchmark opens every gate with a promote token and measures, per
+rollout, the time from the promote request returning to the operator's status reporting the
+next weight as confirmed by the router (seen through a watch, so with no polling delay). The
+operator's own ``/metrics`` give its API writes during each round, divided by the steps it
+completed. Written to ``bench/results/rollouts.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from coalmine import kube as k
+from coalmine.kube import Kube
+from devenv import cluster, paths
+from devenv.operator import OperatorProcess, install_crds
+from devenv.waiting import wait_for
+
+RESULTS = paths.REPO_ROOT / "bench" / "results"
+NAMESPACE = "bench-rollouts"
+METRICS_PORT = 9400
+STEPS: list[dict[str, Any]] = [
+    {"setWeight": 10},
+    {"pause": {}},
+    {"setWeight": 30},
+    {"pause": {}},
+    {"setWeight": 60},
+    {"pause": {}},
+]
+ROUNDS = ((1, 30, 3), (3, 60, 5))
+"""(pause step released, weight then expected, step index then expected)."""
+
+
+def rollout(name: str, version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "coalmine.dev/v1alpha1",
+        "kind": "CanaryRollout",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": "app", "image": f"registry.example/bench:{version}"}]
+                },
+            },
+            "service": {"name": name, "port": 80, "targetPort": 8080},
+            "imagePolicy": "Allow",
+            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
+            "steps": STEPS,
+            "scaleDownDelaySeconds": 5,
+        },
+    }
+
+
+def http_route(name: str) -> dict[str, Any]:
+    refs = [
+        {"name": f"{name}-stable", "port": 80, "weight": 100},
+        {"name": f"{name}-canary", "port": 80, "weight": 0},
+    ]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": refs}]},
+    }
+
+
+def operator_metrics() -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("coalmine_api_requests_total{"):
+            verb = line.split('verb="')[1].split('"')[0]
+            values[verb] = float(line.rsplit(" ", 1)[1])
+    return values
+
+
+WRITE_VERBS = ("post", "patch", "put", "delete")
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+class Watcher(threading.Thread):
+    """Records when each rollout's status first shows (step index, confirmed weight)."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        super().__init__(daemon=True)
+        self.objects = client.CustomObjectsApi(api)
+        self.target: tuple[int, int] | None = None
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def expect(self, step: int, weight: int) -> None:
+        with self.lock:
+            self.target = (step, weight)
+            self.seen = {}
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            stream = watch.Watch()
+            for event in stream.stream(
+                self.objects.list_namespaced_custom_object,
+                "coalmine.dev",
+                "v1alpha1",
+                NAMESPACE,
+                "canaryrollouts",
+                timeout_seconds=30,
+            ):
+                now = time.monotonic()
+                status = event["object"].get("status") or {}
+                name = event["object"]["metadata"]["name"]
+                with self.lock:
+                    if self.target is None or name in self.seen:
+                        continue
+                    step, weight = self.target
+                    if (
+                        status.get("currentStepIndex", -1) >= step
+                        and status.get("confirmedWeight") == weight
+                    ):
+                        self.seen[name] = now
+                if self.stopping.is_set():
+                    stream.stop()
+                    break
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+NAMESPACES = k.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+
+
+def fresh_namespace(kube: Kube) -> None:
+    if kube.get(NAMESPACES, None, NAMESPACE):
+        kube.delete(NAMESPACES, None, NAMESPACE)
+        wait_for(
+            lambda: kube.get(NAMESPACES, None, NAMESPACE),
+            until=lambda ns: ns is None,
+            timeout=120,
+            message=f"namespace {NAMESPACE} from an earlier run to go",
+        )
+    kube.create(NAMESPACES, None, {"metadata": {"name": NAMESPACE}})
+    wait_for(
+        lambda: kube.get(
+            k.Resource("", "v1", "serviceaccounts", "ServiceAccount"), NAMESPACE, "default"
+        ),
+        timeout=30,
+        message="the default ServiceAccount",
+    )
+
+
+def roll_out(kube: Kube, names: list[str], result: dict[str, Any]) -> None:
+    """First revision everywhere, then a new one held at its first pause."""
+    started = time.monotonic()
+    for name in names:
+        kube.create(k.HTTP_ROUTES, NAMESPACE, http_route(name))
+        kube.create(k.CANARY_ROLLOUTS, NAMESPACE, rollout(name, "v1"))
+    wait_phase(kube, names, lambda s: s.get("phase") == "Healthy", "all Healthy")
+    result["first_apply_all_healthy_seconds"] = round(time.monotonic() - started, 1)
+    started = time.monotonic()
+    for name in names:
+        kube.patch(k.CANARY_ROLLOUTS, NAMESPACE, name, {"spec": rollout(name, "v2")["spec"]})
+    wait_phase(
+        kube,
+        names,
+        lambda s: s.get("currentStepIndex") == 1 and s.get("phase") == "Paused",
+        "all canaries at their first pause",
+    )
+    result["new_revision_to_first_pause_seconds"] = round(time.monotonic() - started, 1)
+
+
+def gate_round(kube: Kube, watcher: Watcher, names: list[str], weight: int, step: int) -> Any:
+    """Promote every rollout at once; per rollout, the time to its next weight confirmed."""
+    watcher.expect(step, weight)
+    before = operator_metrics()
+    opened: dict[str, float] = {}
+    for name in names:
+        token = {"coalmine.dev/promote": uuid.uuid4().hex}
+        kube.patch(k.CANARY_ROLLOUTS, NAMESPACE, name, {"metadata": {"annotations": token}})
+        opened[name] = time.monotonic()
+    wait_for(
+        lambda: len(watcher.seen),
+        until=lambda n: n == len(names),
+        timeout=180,
+        message=f"every rollout to confirm weight {weight}",
+    )
+    # The follow-up reconciles (next pause reached, status written) belong to the step's cost.
+    wait_phase(
+        kube,
+        names,
+        lambda s: s.get("currentStepIndex") == step and s.get("phase") == "Paused",
+        "the next pause",
+    )
+    after = operator_metrics()
+    latencies = [watcher.seen[n] - opened[n] for n in names]
+    writes = sum(after.get(v, 0) - before.get(v, 0) for v in WRITE_VERBS)
+    reads = after.get("get", 0) - before.get("get", 0)
+    steps_done = 2 * len(names)  # the pause released and the weight step after it
+    return latencies, {
+        "weight": weight,
+        "gate_to_confirmed_seconds": summary(latencies),
+        "operator_api_writes": writes,
+        "api_writes_per_step": round(writes / steps_done, 2),
+        "api_reads_per_step": round(reads / steps_done, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rollouts", type=int, default=50)
+    args = parser.parse_args()
+    names = [f"app-{i:02d}" for i in range(args.rollouts)]
+
+    cluster.up(quiet=True)  # joins the cluster's network namespace before any thread starts
+    install_crds()
+    api = config.new_client_from_config(config_file=str(paths.KUBECONFIG))
+    kube = Kube(api)
+    fresh_namespace(kube)
+    operator = OperatorProcess({"COALMINE_METRICS_PORT": str(METRICS_PORT)})
+    result: dict[str, Any] = {
+        "benchmark": "rollouts",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        "rollouts_in_flight": len(names),
+        "router": "gatewayAPI",
+        "replicas_per_rollout": 2,
+    }
+    try:
+        wait_for(operator_metrics, until=lambda _: True, timeout=30, message="operator /metrics")
+        result["operator_rss_mib_idle"] = rss_mib(operator.pid)
+        roll_out(kube, names, result)
+        result["operator_rss_mib_in_flight"] = rss_mib(operator.pid)
+        watcher = Watcher(api)
+        watcher.start()
+        rounds, latencies = [], []
+        for _pause, weight, step in ROUNDS:
+            round_latencies, report = gate_round(kube, watcher, names, weight, step)
+            latencies += round_latencies
+            rounds.append(report)
+        watcher.stopping.set()
+        result["rounds"] = rounds
+        result["gate_to_confirmed_seconds"] = summary(latencies)
+        result["api_writes_per_step"] = round(
+            statistics.mean(r["api_writes_per_step"] for r in rounds), 2
+        )
+        result["operator_rss_mib_after"] = rss_mib(operator.pid)
+    finally:
+        operator.stop()
+        kube.delete(NAMESPACES, None, NAMESPACE)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "rollouts.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"bench: wrote {out.relative_to(paths.REPO_ROOT)}")
+    return 0
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(values, 50), 3),
+        "p99": round(percentile(values, 99), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
+
+
+def wait_phase(kube: Kube, names: list[str], done: Any, message: str) -> None:
+    def pending() -> list[str]:
+        items = kube.list(k.CANARY_ROLLOUTS, NAMESPACE)
+        ok = {o["metadata"]["name"] for o in items if done(o.get("status") or {})}
+        return [n for n in names if n not in ok]
+
+    wait_for(pending, until=lambda left: not left, timeout=300, interval=0.5, message=message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
