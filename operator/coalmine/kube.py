@@ -69,6 +69,10 @@ INGRESSES = Resource("networking.k8s.io", "v1", "ingresses", "Ingress")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices", "VirtualService")
 TRAFFIC_SPLITS = Resource("split.smi-spec.io", "v1alpha4", "trafficsplits", "TrafficSplit")
+CLUSTER_KOPF_PEERINGS = Resource(
+    "kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False
+)
+KOPF_PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 
 
 class KubeError(RuntimeError):
@@ -124,15 +128,23 @@ class Kube:
         self._lock = threading.Lock()
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> Kube:
-        """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
+    def connect(cls, kubeconfig: str | None = None, *, connections: int = 64) -> Kube:
+        """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG).
+
+        ``connections`` sizes the HTTP pool: every rollout's daemon thread may hold one.
+        """
+        configuration = client.Configuration()
+        loaded = False
         if kubeconfig is None:
             try:
-                config.load_incluster_config()
-                return cls(client.ApiClient())
+                config.load_incluster_config(client_configuration=configuration)
+                loaded = True
             except config.ConfigException:
                 pass
-        return cls(config.new_client_from_config(config_file=kubeconfig))
+        if not loaded:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        configuration.connection_pool_maxsize = connections
+        return cls(client.ApiClient(configuration))
 
     # --- counters ---------------------------------------------------------------------------
 

@@ -807,7 +807,10 @@ def _prune(b: _Builder) -> None:
 
 def _finalize(b: _Builder) -> Decision:
     """Deletion: send traffic back to stable (unless told to leave it), then let go."""
-    restore = b.plan.restore_stable_on_delete and b.plan.weighted
+    # A routing object that is gone (say, its namespace is being deleted) holds nothing to
+    # restore: waiting for it would keep the finalizer, and the namespace, forever.
+    reachable = b.observed.router_error is None
+    restore = b.plan.restore_stable_on_delete and b.plan.weighted and reachable
     if restore and b.memory.canary is not None and not b.route(0):
         return b.decision()
     b.act(FinalizeRouting(restore_stable=b.plan.restore_stable_on_delete))

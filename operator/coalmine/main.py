@@ -10,6 +10,8 @@ Deletion goes through kopf's finalizer: traffic back to stable, confirmed, then 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 import time
@@ -58,12 +60,15 @@ class Wakeups:
 
 
 WAKEUPS = Wakeups()
+CONTEXT = threading.local()
+"""The rollout the current thread works on, for log lines."""
 _KUBE: list[Kube] = []
 
 
 def _kube() -> Kube:
     if not _KUBE:
-        _KUBE.append(Kube.connect(Settings().kubeconfig))
+        settings = Settings()
+        _KUBE.append(Kube.connect(settings.kubeconfig, connections=settings.workers))
     return _KUBE[0]
 
 
@@ -82,8 +87,30 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.peering.standalone = config.standalone
+    settings.peering.mandatory = not config.standalone
+    settings.peering.name = config.peering_name
+    settings.peering.priority = config.peering_priority
+    settings.peering.lifetime = config.peering_lifetime
     settings.execution.max_workers = config.workers
-    _kube()
+    kube = _kube()
+    if not config.standalone:
+        _ensure_peering(kube, config)
+
+
+def _ensure_peering(kube: Kube, config: Settings) -> None:
+    """Create the peering object the replicas meet in, when it is absent.
+
+    It cannot ship in deploy/ beside its CRD: one `kubectl apply` maps every object's kind
+    before the CRD is established.
+    """
+    resource = k.KOPF_PEERINGS if config.namespace else k.CLUSTER_KOPF_PEERINGS
+    body = {
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "metadata": {"name": config.peering_name, "namespace": config.namespace},
+    }
+    with contextlib.suppress(k.ConflictError):  # another replica made it first
+        kube.create(resource, config.namespace, body)
 
 
 @kopf.daemon(*ROLLOUTS, cancellation_timeout=10.0, initial_delay=0)
@@ -92,6 +119,7 @@ def run(stopped: kopf.DaemonStopped, namespace: str | None, name: str, **_: Any)
     namespace = namespace or "default"
     wake = WAKEUPS.event(namespace, name)
     kube = _kube()
+    CONTEXT.rollout = f"{namespace}/{name}"
     while not stopped:
         wake.clear()
         delay = _reconcile_once(kube, namespace, name)
@@ -158,12 +186,66 @@ def _call(fn: Callable[[], Any]) -> bool:
         raise kopf.TemporaryError(str(error), delay=RETRY_SECONDS) from error
 
 
-def cli() -> None:
-    """``coalmine-operator``: run the operator against every namespace."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+class _RolloutContext(logging.Filter):
+    """Puts the rollout a daemon thread works on into every log record it emits."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rollout = getattr(CONTEXT, "rollout", None)
+        if rollout and not hasattr(record, "rollout"):
+            record.rollout = rollout
+        return True
+
+
+class _JsonLines(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the rollout when known."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rollout = getattr(record, "rollout", None)
+        ref = getattr(record, "k8s_ref", None)  # kopf's per-object loggers carry the object
+        if rollout is None and isinstance(ref, dict) and ref.get("name"):
+            rollout = f"{ref.get('namespace') or ''}/{ref['name']}"
+        if rollout:
+            line["rollout"] = rollout
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_RolloutContext())
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
     # kopf reports every handler call at INFO; ours log what matters.
     logging.getLogger("kopf").setLevel(logging.WARNING)
+
+
+def cli() -> None:
+    """``coalmine-operator``: run the operator (every namespace, or COALMINE_NAMESPACE)."""
     settings = Settings()
+    configure_logging(settings)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port, addr=settings.metrics_address)
-    kopf.run(clusterwide=True, standalone=settings.standalone)
+    liveness = (
+        f"http://{settings.metrics_address}:{settings.health_port}/healthz"
+        if settings.health_port
+        else None
+    )
+    kopf.run(
+        clusterwide=settings.namespace is None,
+        namespaces=[settings.namespace] if settings.namespace else (),
+        standalone=settings.standalone,
+        priority=settings.peering_priority,
+        liveness_endpoint=liveness,
+    )

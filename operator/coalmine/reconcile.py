@@ -20,6 +20,7 @@ from typing import Any
 
 from coalmine import kube as k
 from coalmine import machine as m
+from coalmine import metrics
 from coalmine import status as s
 from coalmine import workloads as w
 from coalmine.kube import Kube, KubeError, Obj
@@ -245,7 +246,9 @@ def reconcile(
         for action in decision.actions:
             current.act(action, router_error)
         if decision.done_deleting:
+            metrics.forget_rollout(current.workload.namespace, current.workload.name)
             return Result(0, finalized=True, writes=current.writes)
+        _record_metrics(current, memory, decision, at)
         current.write_status(
             s.status_from(current.rollout, decision, at, router_error=router_error)
         )
@@ -256,6 +259,27 @@ def reconcile(
         if requeue > 0 and not weight_changed:
             break
     return Result(max(requeue, 0.0), writes=current.writes)
+
+
+FINISHED = ("Promoted", "Aborted", "Superseded", "RolledBack")
+
+
+def _record_metrics(current: _Pass, before: m.Memory, decision: m.Decision, at: datetime) -> None:
+    after = decision.memory
+    wl = current.workload
+    metrics.observe_rollout(wl.namespace, wl.name, after.phase.value, after.confirmed_weight)
+    reasons = [a.reason for a in decision.actions if isinstance(a, m.EmitEvent)]
+    if "StepCompleted" in reasons and before.step_started is not None:
+        steps = current.rollout.spec.steps
+        kind = steps[before.step].action.value if before.step < len(steps) else "promotion"
+        metrics.STEP_DURATION.labels(kind).observe((at - before.step_started).total_seconds())
+    started = next(
+        (h.started_at for h in current.rollout.status.history if h.revision == before.canary),
+        None,
+    )
+    for reason in reasons:
+        if reason in FINISHED and started is not None:
+            metrics.ROLLOUT_DURATION.labels(reason).observe((at - started).total_seconds())
 
 
 def _invalid(kube: Kube, obj: Obj, error: SpecError, now: datetime) -> Result:

@@ -85,7 +85,8 @@ def operator(kube: Cluster) -> Iterator[OperatorProcess]:
         cluster.kubectl(
             "apply", "--server-side", "-f", str(paths.REPO_ROOT / "tests" / "crds" / crd)
         )
-    process = OperatorProcess()
+    # On the port the cluster's Prometheus scrapes (job coalmine-operator).
+    process = OperatorProcess({"COALMINE_METRICS_PORT": str(paths.OPERATOR_METRICS_PORT)})
     yield process
     process.stop()
 

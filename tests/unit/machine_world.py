@@ -37,6 +37,7 @@ class World:
     events: list[m.EmitEvent] = field(default_factory=list)
     history: list[tuple[m.Observed, m.Decision]] = field(default_factory=list)
     broken_revisions: set[str] = field(default_factory=set)
+    router_error: str | None = None  # the routing object is missing or not as documented
 
     def observe(self) -> m.Observed:
         revisions = {
@@ -45,7 +46,9 @@ class World:
         }
         stable_eps = self._endpoints(self.stable_service)
         canary_eps = self._endpoints(self.canary_service)
-        if self.plan.weighted:
+        if self.router_error is not None:
+            weight = None
+        elif self.plan.weighted:
             weight = self.weight
         else:
             canary_ready = sum(canary_eps.values()) if self.memory.canary else 0
@@ -58,6 +61,7 @@ class World:
             stable_endpoints=stable_eps,
             canary_endpoints=canary_eps,
             controls=dict(self.controls),
+            router_error=self.router_error,
         )
 
     def _endpoints(self, revision: str | None) -> dict[str, int]:

@@ -255,6 +255,28 @@ def test_deletion_restores_stable_routing_then_finalizes() -> None:
     assert m.FinalizeRouting(restore_stable=True) in second.actions
 
 
+def test_deletion_lets_go_when_the_routing_object_is_gone() -> None:
+    """Regression: a namespace being deleted takes the HTTPRoute first; the finalizer must not
+    wait forever for a weight it can no longer read."""
+    world = started()
+    world.set_template("rev2")
+    world.settle()
+    world.router_error = "HTTPRoute shop does not exist"
+    world.plan = replace(world.plan, deleting=True)
+    decision = world.step()
+    assert decision.done_deleting
+
+
+def test_a_router_error_holds_the_canary_where_it_is() -> None:
+    world = started()
+    world.set_template("rev2")
+    world.step()
+    world.router_error = "HTTPRoute shop does not exist"
+    world.settle(rounds=20)
+    assert world.memory.step == 0, "no weight can be confirmed, so no step completes"
+    assert world.deployments["rev1"].replicas == 4
+
+
 def test_deletion_can_leave_routing_as_it_is() -> None:
     world = started()
     world.set_template("rev2")

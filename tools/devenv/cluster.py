@@ -262,14 +262,39 @@ scrape_configs:
   - regex: __meta_kubernetes_pod_label_coalmine_dev_(.+)
     action: labelmap
     replacement: coalmine_$1
+- job_name: coalmine-operator
+  static_configs:
+  - targets: ['127.0.0.1:{operator_port}']
 """
 
 
-def _prometheus(_: pki.Pki) -> list[str]:
+def _write_prometheus_config() -> tuple[Path, bool]:
+    """Write the scrape configuration; True when it changed."""
     config_dir = paths.STATE_DIR / "prometheus"
     config_dir.mkdir(parents=True, exist_ok=True)
     config = config_dir / "prometheus.yml"
-    config.write_text(PROMETHEUS_CONFIG.format(kubeconfig=paths.KUBECONFIG))
+    text = PROMETHEUS_CONFIG.format(
+        kubeconfig=paths.KUBECONFIG, operator_port=paths.OPERATOR_METRICS_PORT
+    )
+    changed = not config.exists() or config.read_text() != text
+    if changed:
+        config.write_text(text)
+    return config, changed
+
+
+def _reload_prometheus_if_changed() -> None:
+    # A reused cluster keeps running across checkouts: bring its scrape config up to date.
+    _, changed = _write_prometheus_config()
+    if changed:
+        url = f"{paths.PROMETHEUS_URL}/-/reload"
+        request = urllib.request.Request(url, method="POST")  # noqa: S310 - our own Prometheus
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
+
+
+def _prometheus(_: pki.Pki) -> list[str]:
+    config, _changed = _write_prometheus_config()
+    config_dir = config.parent
     return [
         str(paths.binary("prometheus")),
         f"--config.file={config}",
@@ -479,6 +504,7 @@ def up(*, quiet: bool = False) -> ClusterInfo:
     netns.enter()
     paths.STATE_DIR.mkdir(parents=True, exist_ok=True)
     if not unhealthy_components():
+        _reload_prometheus_if_changed()
         info = ClusterInfo(paths.KUBECONFIG, paths.PROMETHEUS_URL, True, time.monotonic() - started)
         if not quiet:
             print_usage(info)

@@ -31,7 +31,7 @@ class OperatorProcess:
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         # Several operators may share the namespace's ports: metrics only where asked for.
-        self.env = {"COALMINE_METRICS_PORT": "0", **(env or {})}
+        self.env = {"COALMINE_METRICS_PORT": "0", "COALMINE_HEALTH_PORT": "0", **(env or {})}
         self.start()
 
     def start(self) -> None:

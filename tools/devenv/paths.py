@@ -28,6 +28,8 @@ API_SERVER_PORT = 6443
 API_SERVER_URL = f"https://127.0.0.1:{API_SERVER_PORT}"
 ETCD_CLIENT_URL = "http://127.0.0.1:2379"
 PROMETHEUS_URL = "http://127.0.0.1:9090"
+#: Where an operator run by tests, the demo or a developer serves /metrics (scraped).
+OPERATOR_METRICS_PORT = 9100
 
 #: Names and pod CIDRs of the simulated nodes.
 NODE_COUNT = 3
