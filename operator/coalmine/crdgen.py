@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 import yaml
+from pydantic import BaseModel
 
+from coalmine.analysis.spec import AnalysisTemplateSpec
 from coalmine.models import (
     API_VERSION,
     CATEGORIES,
@@ -88,6 +90,8 @@ _KEYWORDS = frozenset(
         "enum",
         "default",
         "minimum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
         "maximum",
         "minLength",
         "maxLength",
@@ -113,7 +117,9 @@ _KEY_ORDER = (
     "enum",
     "default",
     "minimum",
+    "exclusiveMinimum",
     "maximum",
+    "exclusiveMaximum",
     "minLength",
     "maxLength",
     "pattern",
@@ -173,6 +179,15 @@ def _prose(text: str) -> str:
     return "\n\n".join(paragraphs)
 
 
+def _exclusive_bounds(schema: Schema) -> None:
+    """JSON Schema's exclusive bounds are numbers; OpenAPI v3's are flags beside the bound."""
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = schema.get(exclusive)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            schema[bound] = value
+            schema[exclusive] = True
+
+
 def _structural(
     node: Mapping[str, Any], defs: Mapping[str, Schema], where: str, keep_defaults: bool
 ) -> Schema:
@@ -202,6 +217,8 @@ def _structural(
     if "items" in schema:
         schema["items"] = _structural(schema["items"], defs, f"{where}[]", keep_defaults)
 
+    _exclusive_bounds(schema)
+
     if schema.get("type") == "integer":
         low, high = schema.get("minimum", 0), schema.get("maximum", INT32_MAX + 1)
         fits_int32 = low >= -INT32_MAX - 1 and high <= INT32_MAX
@@ -224,9 +241,7 @@ def _ordered(schema: Schema) -> Schema:
     return {key: schema[key] for key in sorted(schema, key=lambda key: rank[key])}
 
 
-def _model_schema(
-    model: type[CanaryRolloutSpec | CanaryRolloutStatus], keep_defaults: bool
-) -> Schema:
+def _model_schema(model: type[BaseModel], keep_defaults: bool) -> Schema:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs: Mapping[str, Schema] = raw.pop("$defs", {})
     return _structural(raw, defs, model.__name__, keep_defaults)
@@ -543,6 +558,64 @@ def canary_rollout_crd() -> Schema:
     }
 
 
+# --- AnalysisTemplate and ClusterAnalysisTemplate ---------------------------------------
+
+TEMPLATES_FILE_NAME = f"{GROUP}_analysistemplates.yaml"
+
+
+def analysis_template_crd(*, cluster: bool) -> Schema:
+    """The CRD of AnalysisTemplate (namespaced) or ClusterAnalysisTemplate (cluster-wide).
+
+    Metrics are checked in full by the operator (CEL conditions, query templates), which
+    reports an InvalidSpec condition on the rollout naming the metric; the schema here makes
+    the API server reject what is malformed on its face.
+    """
+    kind = "ClusterAnalysisTemplate" if cluster else "AnalysisTemplate"
+    plural = kind.lower() + "s"
+    spec = _model_schema(AnalysisTemplateSpec, keep_defaults=True)
+    root: Schema = {
+        "type": "object",
+        "description": _prose(AnalysisTemplateSpec.__doc__ or ""),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": f"{API_VERSION}"},
+            "kind": {"type": "string", "description": kind},
+            "metadata": {"type": "object"},
+            "spec": spec,
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {
+                "app.kubernetes.io/name": "coalmine",
+                "app.kubernetes.io/part-of": "coalmine",
+            },
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "categories": list(CATEGORIES),
+            },
+            "scope": "Cluster" if cluster else "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
 # --- YAML ---------------------------------------------------------------------------------
 
 
@@ -560,8 +633,18 @@ _Dumper.add_representer(str, _represent_str)
 
 def render() -> str:
     """The CRD as the YAML committed under crds/, header included."""
+    return _dump(canary_rollout_crd())
+
+
+def render_templates() -> str:
+    """The AnalysisTemplate and ClusterAnalysisTemplate CRDs, header included."""
+    body = _dump(analysis_template_crd(cluster=False)).removeprefix(HEADER)
+    return HEADER + body + "---\n" + _dump(analysis_template_crd(cluster=True)).removeprefix(HEADER)
+
+
+def _dump(crd: Schema) -> str:
     body = yaml.dump(
-        canary_rollout_crd(),
+        crd,
         Dumper=_Dumper,
         sort_keys=False,
         allow_unicode=True,
@@ -593,12 +676,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     output: Path = args.output
-    generated = render()
+    if output == DEFAULT_OUTPUT and not args.stdout:
+        templates = output.parent / TEMPLATES_FILE_NAME
+        status = _emit(templates, render_templates(), check=args.check, stdout=args.stdout)
+        if status:
+            return status
+    return _emit(output, render(), check=args.check, stdout=args.stdout)
 
-    if args.stdout:
+
+def _emit(output: Path, generated: str, *, check: bool, stdout: bool) -> int:
+    if stdout:
         sys.stdout.write(generated)
         return 0
-    if args.check:
+    if check:
         current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current == generated:
             return 0

@@ -40,6 +40,22 @@ class Step:
     pause_seconds: float | None = None  # None with PAUSE: until promoted
 
 
+class AnalysisVerdict(StrEnum):
+    """Where an analysis run stands (the worst verdict among its metrics)."""
+
+    RUNNING = "Running"
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+@dataclass(frozen=True)
+class AnalysisObserved:
+    verdict: AnalysisVerdict
+    message: str = ""
+
+
 @dataclass(frozen=True)
 class Plan:
     """What the spec asks for, reduced to what the machine needs."""
@@ -57,6 +73,8 @@ class Plan:
     restore_stable_on_delete: bool = True
     steps_hash: str = ""
     """Changes when the steps change; a canary walking old steps starts over on the new ones."""
+    background_from_step: int | None = None
+    """The step index from which the background analysis judges the canary; None: none."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,10 @@ class Observed:
     router_error: str | None = None
     controls: Mapping[str, str] = field(default_factory=dict)
     """Control annotation tokens present on the object, by control name."""
+    step_analysis: AnalysisObserved | None = None
+    """The verdict of the current analysis step's run (None: not started)."""
+    background_analysis: AnalysisObserved | None = None
+    """The verdict of the background analysis (None: none, or not started)."""
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -518,6 +540,8 @@ def _walk_step(b: _Builder) -> None:
     step = b.plan.steps[b.memory.step]
     _keep_stable_serving(b)
     b.update(phase=Phase.PROGRESSING)
+    if _background_holds(b, canary):
+        return
     if step.kind == StepKind.SET_WEIGHT:
         _weight_step(b, canary, step.weight)
         return
@@ -539,7 +563,44 @@ def _walk_step(b: _Builder) -> None:
     elif step.kind == StepKind.PAUSE:
         _pause(b, f"paused at {held}% until promoted (coalmine.dev/promote)")
     else:
-        _pause(b, "analysis steps arrive with the analysis feature; promote to continue")
+        _analysis_step(b, canary, held)
+
+
+def _judged(b: _Builder, canary: str, run: AnalysisObserved, what: str) -> bool:
+    """Act on a final verdict that stops the canary; True when it did (abort or pause)."""
+    if run.verdict == AnalysisVerdict.FAILED:
+        _abort(b, "AnalysisFailed", f"{what} failed: {run.message}")
+        _retire_canary(b, superseded=False)
+        return True
+    if run.verdict == AnalysisVerdict.INCONCLUSIVE:
+        _pause(b, f"{what} inconclusive: {run.message} (promote to go on, abort to roll back)")
+        return True
+    if run.verdict == AnalysisVerdict.ERROR:
+        # Errors are no evidence: never promote on them, let a person decide.
+        _pause(b, f"{what} could not measure: {run.message} (promote to go on, abort)")
+        return True
+    return False
+
+
+def _background_holds(b: _Builder, canary: str) -> bool:
+    start = b.plan.background_from_step
+    run = b.observed.background_analysis
+    if start is None or run is None or b.memory.step < start:
+        return False
+    return _judged(b, canary, run, "background analysis")
+
+
+def _analysis_step(b: _Builder, canary: str, held: int) -> None:
+    run = b.observed.step_analysis
+    if run is None or run.verdict == AnalysisVerdict.RUNNING:
+        b.update(message=f"analysis running at {held}%" + (f": {run.message}" if run else ""))
+        b.wait()
+        return
+    if run.verdict == AnalysisVerdict.SUCCESSFUL:
+        _complete_step(b, f"analysis successful: {run.message}")
+        _after_step(b)
+        return
+    _judged(b, canary, run, "analysis")
 
 
 def _pause(b: _Builder, message: str) -> None:
@@ -741,6 +802,8 @@ def _retire_canary(b: _Builder, *, superseded: bool) -> None:
     if not b.plan.weighted:
         # Replica ratio: the stable must be back at full size before the canary leaves.
         b.update(desired_weight=0)
+        if b.observed.weight is not None:
+            b.update(confirmed_weight=b.observed.weight)
         if b.ready(stable) < b.plan.replicas:
             b.wait()
             return

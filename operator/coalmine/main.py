@@ -10,7 +10,6 @@ Deletion goes through kopf's finalizer: traffic back to stable, confirmed, then 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -22,8 +21,9 @@ from typing import Any
 import kopf
 import prometheus_client
 
+from coalmine import analyses, metrics
 from coalmine import kube as k
-from coalmine import metrics
+from coalmine.analysis.prometheus import Prometheus
 from coalmine.kube import Kube, KubeError
 from coalmine.reconcile import RETRY_SECONDS, reconcile
 from coalmine.settings import Settings
@@ -65,6 +65,16 @@ CONTEXT = threading.local()
 _KUBE: list[Kube] = []
 
 
+_RUNNER: list[analyses.Runner] = []
+
+
+def _runner() -> analyses.Runner:
+    if not _RUNNER:
+        settings = Settings()
+        _RUNNER.append(analyses.Runner(_kube(), Prometheus(), settings.prometheus_address))
+    return _RUNNER[0]
+
+
 def _kube() -> Kube:
     if not _KUBE:
         settings = Settings()
@@ -92,6 +102,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.priority = config.peering_priority
     settings.peering.lifetime = config.peering_lifetime
     settings.execution.max_workers = config.workers
+    # With only a Role (the namespaced install) kopf may not list namespaces or CRDs.
+    settings.scanning.disabled = config.namespace is not None
     kube = _kube()
     if not config.standalone:
         _ensure_peering(kube, config)
@@ -109,8 +121,13 @@ def _ensure_peering(kube: Kube, config: Settings) -> None:
         "kind": resource.kind,
         "metadata": {"name": config.peering_name, "namespace": config.namespace},
     }
-    with contextlib.suppress(k.ConflictError):  # another replica made it first
+    try:
         kube.create(resource, config.namespace, body)
+    except k.ConflictError:
+        return  # another replica made it first
+    except k.NotFoundError as error:
+        # A first install: the peering CRD is not established yet. Soon will be.
+        raise kopf.TemporaryError(f"peering CRD not ready: {error.message}", delay=2) from error
 
 
 @kopf.daemon(*ROLLOUTS, cancellation_timeout=10.0, initial_delay=0)
@@ -137,7 +154,7 @@ def _reconcile_once(kube: Kube, namespace: str, name: str) -> float | None:
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return None
     try:
-        return reconcile(kube, obj, now).requeue_after
+        return reconcile(kube, obj, now, runner=_runner()).requeue_after
     except KubeError as error:
         # API trouble is temporary by nature: report it and look again soon.
         metrics.RECONCILE_ERRORS.labels("api").inc()
@@ -227,8 +244,10 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # kopf reports every handler call at INFO; ours log what matters.
+    # kopf reports every handler call at INFO; ours log what matters. Peering's pause and
+    # resume lines are kept: they say which replica is active.
     logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("kopf._core.engines.peering").setLevel(logging.INFO)
 
 
 def cli() -> None:

@@ -906,6 +906,65 @@ class RevisionRecord(_StatusModel):
     """Why it ended that way, for people (the abort reason, for example)."""
 
 
+class MeasurementStatus(_StatusModel):
+    """One measurement of an analysis metric, as recorded in the status."""
+
+    at: AwareDatetime
+    """When it was taken."""
+    outcome: str
+    """Successful, Failed, Inconclusive or Error."""
+    value: float | None = None
+    """The canary's value; unset when there was none, or it was NaN or infinite (see message)."""
+    stable_value: float | None = None
+    """The stable revision's value, for baseline metrics."""
+    p_value: float | None = None
+    """The statistical judge's p-value, for judge metrics."""
+    effect_size: float | None = None
+    """The statistical judge's relative effect size, for judge metrics."""
+    message: str = ""
+    """What was measured and why it was judged so, for people."""
+
+
+class MetricStatus(_StatusModel):
+    """Where one analysis metric stands: counters for every measurement, the latest in full."""
+
+    name: str
+    """The metric's name."""
+    verdict: str
+    """Running, Successful, Failed, Inconclusive or Error."""
+    successful: int = 0
+    """Successful measurements so far."""
+    failed: int = 0
+    """Failed measurements so far (more than failureLimit aborts the canary)."""
+    inconclusive: int = 0
+    """Inconclusive measurements so far (more than inconclusiveLimit pauses the canary)."""
+    errors: int = 0
+    """Measurements that could not be taken (Prometheus unreachable, bad query, ...)."""
+    consecutive_errors: int = 0
+    """Errors since the last measurement that was not one."""
+    longest_error_run: int = 0
+    """The most errors there were in a row (consecutiveErrorLimit pauses the canary)."""
+    measurements: list[MeasurementStatus] = Field(default_factory=list, max_length=10)
+    """The latest measurements, oldest first (at most 10)."""
+
+
+class AnalysisRunStatus(_StatusModel):
+    """One analysis run of the current canary: an analysis step, or the background analysis."""
+
+    name: str
+    """`step-<n>` (the step's 1-based number) or `background`."""
+    revision: str
+    """The canary revision it judges."""
+    started_at: AwareDatetime
+    """When the run started (its first measurement comes initialDelay later)."""
+    verdict: str
+    """Running, Successful, Failed, Inconclusive or Error: the worst of its metrics."""
+    message: str = ""
+    """The verdict explained: for a failure, the metric, its value and the condition."""
+    metrics: list[MetricStatus] = Field(default_factory=list, max_length=32)
+    """Every metric of the run."""
+
+
 class PendingScaleDown(_StatusModel):
     """A revision that no longer receives traffic but keeps its pods for a while."""
 
@@ -1028,6 +1087,9 @@ class CanaryRolloutStatus(_StatusModel):
     the oldest is scaled down at once to make room)."""
 
     controls: Controls = Field(default_factory=Controls)
+
+    analysis: list[AnalysisRunStatus] | None = Field(default=None, max_length=2)
+    """The analysis runs of the current canary (an analysis step's and the background one)."""
 
     kopf: FreeForm | None = None
     """Bookkeeping of the kopf framework (handler progress during deletion), kept here so

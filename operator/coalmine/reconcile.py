@@ -18,13 +18,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from coalmine import analyses, metrics
 from coalmine import kube as k
 from coalmine import machine as m
-from coalmine import metrics
 from coalmine import status as s
 from coalmine import workloads as w
 from coalmine.kube import Kube, KubeError, Obj
 from coalmine.models import (
+    AnalysisRunStatus,
     CanaryRollout,
     CanaryRolloutStatus,
     ImagePolicy,
@@ -226,11 +227,20 @@ class _Pass:
 
 
 def reconcile(
-    kube: Kube, obj: Obj, now: Callable[[], datetime], *, deleting: bool = False
+    kube: Kube,
+    obj: Obj,
+    now: Callable[[], datetime],
+    *,
+    deleting: bool = False,
+    runner: analyses.Runner | None = None,
 ) -> Result:
     """Converge one CanaryRollout a little. Raises KubeError on API trouble (retry later)."""
     try:
         rollout = CanaryRollout.from_object(obj)
+        pending = rollout.spec.revision != rollout.status.stable_revision
+        if not deleting and pending and analyses.has_analysis(rollout):
+            # Templates, CEL and queries are checked before any traffic moves.
+            analyses.validate(kube, rollout)
     except SpecError as error:
         if deleting:
             return Result(0, finalized=True)  # nothing was ever routed for an invalid spec
@@ -239,26 +249,50 @@ def reconcile(
     requeue = RESYNC_SECONDS
     for _ in range(MAX_PASSES):
         observed, router_error = current.observe()
+        at = now()
+        progress = (
+            runner.progress(current.rollout, at)
+            if runner is not None and not deleting
+            else analyses.Progress()
+        )
+        observed = replace(
+            observed, step_analysis=progress.step, background_analysis=progress.background
+        )
         plan = s.plan_from(current.rollout, deleting=deleting)
         memory = s.memory_from(current.rollout.status)
-        at = now()
         decision = m.decide(plan, memory, observed, at)
+        for reason, message, warning in progress.events:
+            current.act(m.EmitEvent(reason, message, warning), router_error)
         for action in decision.actions:
             current.act(action, router_error)
         if decision.done_deleting:
             metrics.forget_rollout(current.workload.namespace, current.workload.name)
             return Result(0, finalized=True, writes=current.writes)
         _record_metrics(current, memory, decision, at)
-        current.write_status(
-            s.status_from(current.rollout, decision, at, router_error=router_error)
-        )
+        new = s.status_from(current.rollout, decision, at, router_error=router_error)
+        new.analysis = _runs(current.rollout, decision.memory, progress)
+        current.write_status(new)
         requeue = RESYNC_SECONDS if decision.requeue_after is None else decision.requeue_after
+        if progress.next_due is not None:
+            requeue = min(requeue, max(0.05, (progress.next_due - at).total_seconds()))
         if router_error is not None:
             requeue = min(requeue, RETRY_SECONDS)
         weight_changed = any(isinstance(a, m.SetWeight) for a in decision.actions)
         if requeue > 0 and not weight_changed:
             break
     return Result(max(requeue, 0.0), writes=current.writes)
+
+
+def _runs(
+    rollout: CanaryRollout, memory: m.Memory, progress: analyses.Progress
+) -> list[AnalysisRunStatus] | None:
+    """The analysis runs to keep in the status: this canary's, the newest first, at most 2."""
+    if memory.canary is None:
+        return None
+    runs = {r.name: r for r in rollout.status.analysis or [] if r.revision == memory.canary}
+    runs.update({r.name: r for r in progress.runs})
+    kept = sorted(runs.values(), key=lambda r: r.started_at, reverse=True)[:2]
+    return kept or None
 
 
 FINISHED = ("Promoted", "Aborted", "Superseded", "RolledBack")

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     """Address the metrics endpoint binds."""
     health_port: int = 8080
     """Port of the liveness endpoint ``/healthz``; 0 turns it off."""
+    prometheus_address: str = "http://prometheus.monitoring.svc:9090"
+    """Prometheus that analysis metrics ask when they name no address of their own."""
     log_format: str = "json"
     """``json`` (one object per line, with the rollout's namespace and name) or ``text``."""
     log_level: str = "INFO"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from coalmine import machine as m
 from coalmine.models import (
@@ -66,7 +67,15 @@ def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
         deleting=deleting,
         restore_stable_on_delete=spec.deletion_policy == DeletionPolicy.RESTORE_STABLE,
         steps_hash=spec.steps_hash(),
+        background_from_step=_background_start(spec.analysis),
     )
+
+
+def _background_start(analysis: Mapping[str, Any] | None) -> int | None:
+    if analysis is None:
+        return None
+    start = analysis.get("startingStep", 0)
+    return int(start) if isinstance(start, int) else 0
 
 
 def memory_from(status: CanaryRolloutStatus) -> m.Memory:

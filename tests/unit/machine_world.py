@@ -38,6 +38,8 @@ class World:
     history: list[tuple[m.Observed, m.Decision]] = field(default_factory=list)
     broken_revisions: set[str] = field(default_factory=set)
     router_error: str | None = None  # the routing object is missing or not as documented
+    step_analysis: m.AnalysisObserved | None = None
+    background_analysis: m.AnalysisObserved | None = None
 
     def observe(self) -> m.Observed:
         revisions = {
@@ -62,6 +64,8 @@ class World:
             canary_endpoints=canary_eps,
             controls=dict(self.controls),
             router_error=self.router_error,
+            step_analysis=self.step_analysis,
+            background_analysis=self.background_analysis,
         )
 
     def _endpoints(self, revision: str | None) -> dict[str, int]:

@@ -128,6 +128,13 @@ def test_writes_the_file(tmp_path: Path) -> None:
     assert crdgen.main(["--check", "--output", str(target)]) == 0
 
 
+def test_the_analysis_template_crds_are_committed_as_generated() -> None:
+    committed = (REPO / "crds" / crdgen.TEMPLATES_FILE_NAME).read_text()
+    assert committed == crdgen.render_templates()
+    kinds = [doc["spec"]["names"]["kind"] for doc in yaml.safe_load_all(committed)]
+    assert kinds == ["AnalysisTemplate", "ClusterAnalysisTemplate"]
+
+
 def test_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     assert crdgen.main(["--stdout"]) == 0
     assert capsys.readouterr().out == crdgen.render()
@@ -660,9 +667,16 @@ class _Untyped(BaseModel):
     value: Any
 
 
+def test_exclusive_bounds_become_openapi_flags() -> None:
+    raw = _Exclusive.model_json_schema()
+    schema = crdgen._structural(raw, {}, "x", keep_defaults=True)
+    assert schema["properties"]["value"]["minimum"] == 0
+    assert schema["properties"]["value"]["exclusiveMinimum"] is True
+
+
 @pytest.mark.parametrize(
     ("model", "problem"),
-    [(_Union, "union"), (_Exclusive, "exclusiveMinimum"), (_Untyped, "type on every node")],
+    [(_Union, "union"), (_Untyped, "type on every node")],
 )
 def test_generator_refuses_what_is_not_structural(model: type[BaseModel], problem: str) -> None:
     raw = model.model_json_schema()

@@ -287,6 +287,83 @@ def test_deletion_can_leave_routing_as_it_is() -> None:
     assert m.SetWeight(0) not in decision.actions
 
 
+ANALYSIS_STEPS = (
+    m.Step(m.StepKind.SET_WEIGHT, weight=20),
+    m.Step(m.StepKind.ANALYSIS),
+    m.Step(m.StepKind.SET_WEIGHT, weight=60),
+    m.Step(m.StepKind.PAUSE),
+)
+
+
+def verdict(
+    value: m.AnalysisVerdict, message: str = "error-rate 0.31 > 0.05"
+) -> m.AnalysisObserved:
+    return m.AnalysisObserved(value, message)
+
+
+@MODES
+def test_an_analysis_step_holds_until_its_verdict(weighted: bool) -> None:
+    world = started(weighted, steps=ANALYSIS_STEPS)
+    world.set_template("rev2")
+    world.settle()
+    assert world.memory.step == 1
+    assert world.memory.phase == m.Phase.PROGRESSING
+    world.step_analysis = verdict(m.AnalysisVerdict.RUNNING, "2/5 measured")
+    world.settle(rounds=10)
+    assert world.memory.step == 1
+    world.step_analysis = verdict(m.AnalysisVerdict.SUCCESSFUL, "5/5 successful")
+    world.settle()
+    final = world.memory
+    assert final.step == 3
+    assert final.phase == m.Phase.PAUSED
+
+
+@MODES
+def test_a_failed_analysis_aborts_and_names_the_metric(weighted: bool) -> None:
+    world = started(weighted, steps=ANALYSIS_STEPS)
+    world.set_template("rev2")
+    world.settle()
+    world.step_analysis = verdict(m.AnalysisVerdict.FAILED)
+    world.settle()
+    assert world.memory.aborted
+    assert world.memory.abort_reason == "AnalysisFailed"
+    assert "error-rate 0.31 > 0.05" in (world.memory.abort_message or "")
+    assert world.observe().weight == 0
+    assert world.deployments["rev2"].replicas == 0
+
+
+@pytest.mark.parametrize("outcome", [m.AnalysisVerdict.INCONCLUSIVE, m.AnalysisVerdict.ERROR])
+def test_inconclusive_or_erroring_analysis_pauses_and_never_promotes(
+    outcome: m.AnalysisVerdict,
+) -> None:
+    world = started(steps=ANALYSIS_STEPS)
+    world.set_template("rev2")
+    world.settle()
+    world.step_analysis = verdict(outcome, "no data")
+    for _ in range(30):
+        world.step()
+        world.pods_become_ready()
+        world.advance(10)
+    assert world.memory.phase == m.Phase.PAUSED
+    assert world.memory.step == 1
+    assert world.memory.stable == "rev1"
+    world.control("promote", "p1")
+    world.settle()
+    assert world.memory.step == 3, "a person's promote goes on past the analysis"
+
+
+def test_background_analysis_failure_aborts_at_any_later_step() -> None:
+    world = started(steps=ANALYSIS_STEPS, background_from_step=0)
+    world.set_template("rev2")
+    world.step_analysis = verdict(m.AnalysisVerdict.SUCCESSFUL)
+    world.settle()
+    assert world.memory.step == 3
+    world.background_analysis = verdict(m.AnalysisVerdict.FAILED, "p99 latency 0.9 s > 0.5 s")
+    world.settle()
+    assert world.memory.abort_reason == "AnalysisFailed"
+    assert world.observe().weight == 0
+
+
 def test_decide_is_pure() -> None:
     world = started()
     world.set_template("rev2")
@@ -316,6 +393,7 @@ EVENTS = st.lists(
         st.tuples(
             st.just("control"), st.sampled_from(["promote", "promote-full", "abort", "retry"])
         ),
+        st.tuples(st.just("analysis"), st.sampled_from(list(m.AnalysisVerdict))),
     ),
     max_size=60,
 )
@@ -327,6 +405,7 @@ STEPS = st.lists(
             lambda s: m.Step(m.StepKind.PAUSE, pause_seconds=s),
             st.one_of(st.none(), st.integers(0, 60)),
         ),
+        st.just(m.Step(m.StepKind.ANALYSIS)),
     ),
     min_size=1,
     max_size=6,
@@ -404,6 +483,8 @@ def test_random_histories_keep_the_safety_rules(
             case ("control", name):
                 tokens += 1
                 world.control(str(name), f"token-{tokens}")
+            case ("analysis", outcome):
+                world.step_analysis = m.AnalysisObserved(m.AnalysisVerdict(str(outcome)), "judged")
         decision = world.step()
         check_invariants(world, *world.history[-1][:1], decision)
         world.advance(0.5)
@@ -412,7 +493,14 @@ def test_random_histories_keep_the_safety_rules(
     for d in world.deployments.values():
         d.broken = False
     world.settle(rounds=200, seconds=5)
-    assert world.memory.phase in {m.Phase.HEALTHY, m.Phase.PAUSED, m.Phase.DEGRADED}
+    waiting_for_analysis = (
+        world.memory.canary is not None
+        and world.memory.step < len(steps)
+        and steps[world.memory.step].kind == m.StepKind.ANALYSIS
+        and (world.step_analysis is None or world.step_analysis.verdict == "Running")
+    )
+    settled = {m.Phase.HEALTHY, m.Phase.PAUSED, m.Phase.DEGRADED}
+    assert world.memory.phase in settled or waiting_for_analysis, world.memory
     assert world.memory.stable is not None
     assert world.memory.stable in world.deployments
     if world.memory.phase == m.Phase.HEALTHY:

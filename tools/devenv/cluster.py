@@ -265,6 +265,9 @@ scrape_configs:
 - job_name: coalmine-operator
   static_configs:
   - targets: ['127.0.0.1:{operator_port}']
+- job_name: traefik
+  static_configs:
+  - targets: ['127.0.0.1:8082']
 """
 
 
@@ -584,6 +587,22 @@ def down() -> None:
     netns.delete()
     subprocess.run(["rm", "-rf", str(paths.STATE_DIR)], check=True)
     print(f"cluster: stopped; namespace '{paths.NETNS}' and {paths.STATE_DIR} removed")
+
+
+def stop_component(name: str) -> None:
+    """Stop one component (tests of outages: Prometheus going away, for example)."""
+    component = COMPONENTS_BY_NAME[name]
+    pid = component.pid()
+    if pid is not None:
+        _stop_pid(pid, name)
+    component.pid_file.unlink(missing_ok=True)
+
+
+def start_component(name: str) -> None:
+    """Start one stopped component again, and wait until it is healthy."""
+    component = COMPONENTS_BY_NAME[name]
+    if component.pid() is None:
+        _start(component, pki.Pki(paths.STATE_DIR / "pki"))
 
 
 def resident_memory() -> dict[str, int]:

@@ -15,15 +15,16 @@ from pathlib import Path
 
 from devenv import cluster, paths
 
-CRD = paths.REPO_ROOT / "crds" / "coalmine.dev_canaryrollouts.yaml"
+CRDS = paths.REPO_ROOT / "crds"
 _serial = itertools.count(1)
 
 
 def install_crds() -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/canaryrollouts.coalmine.dev", "--timeout=30s"
-    )
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    for crd in ("canaryrollouts", "analysistemplates", "clusteranalysistemplates"):
+        cluster.kubectl(
+            "wait", "--for=condition=Established", f"crd/{crd}.coalmine.dev", "--timeout=30s"
+        )
 
 
 class OperatorProcess:
@@ -31,7 +32,12 @@ class OperatorProcess:
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         # Several operators may share the namespace's ports: metrics only where asked for.
-        self.env = {"COALMINE_METRICS_PORT": "0", "COALMINE_HEALTH_PORT": "0", **(env or {})}
+        self.env = {
+            "COALMINE_METRICS_PORT": "0",
+            "COALMINE_HEALTH_PORT": "0",
+            "COALMINE_PROMETHEUS_ADDRESS": paths.PROMETHEUS_URL,
+            **(env or {}),
+        }
         self.start()
 
     def start(self) -> None:
