@@ -1,0 +1,196 @@
+"""Running coalmine like a real operator: least privilege, high availability, metrics.
+
+The operator runs as its own ServiceAccount with a token from the TokenRequest API, so the real
+API server enforces the ClusterRole from deploy/; two replicas share the work through peering.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coalmine import kube as k
+from coalmine.kube import ForbiddenError, Kube
+from devenv import cluster, paths
+from devenv.operator import OperatorProcess
+from devenv.waiting import wait_for
+
+from .conftest import Cluster
+from .rollouts import Rollouts, manifest, router_weight, user_routing_object
+
+DEPLOY = paths.REPO_ROOT / "deploy"
+RBAC = (
+    DEPLOY / "operator" / "namespace.yaml",
+    DEPLOY / "operator" / "serviceaccount.yaml",
+    DEPLOY / "operator" / "peering.yaml",
+    DEPLOY / "clusterrole.yaml",
+    DEPLOY / "clusterrolebinding.yaml",
+)
+SECRETS = k.Resource("", "v1", "secrets", "Secret")
+STEPS: list[dict[str, Any]] = [
+    {"setWeight": 20},
+    {"pause": {}},
+    {"setWeight": 50},
+    {"pause": {}},
+]
+
+
+@pytest.fixture(scope="module")
+def service_account_kubeconfig(kube: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig holding a token of the operator's own ServiceAccount (TokenRequest API)."""
+    for manifest_file in RBAC:
+        cluster.kubectl("apply", "--server-side", "-f", str(manifest_file))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev", "--timeout=30s"
+    )
+    token = cluster.kubectl(
+        "create", "token", "coalmine", "-n", "coalmine-system", "--duration=2h"
+    ).strip()
+    ca = base64.b64encode((paths.STATE_DIR / "pki" / "ca.crt").read_bytes()).decode()
+    target = tmp_path_factory.mktemp("sa") / "kubeconfig"
+    target.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": paths.API_SERVER_URL,
+                            "certificate-authority-data": ca,
+                        },
+                    }
+                ],
+                "users": [{"name": "coalmine", "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "coalmine"}}],
+                "current-context": "sa",
+            }
+        )
+    )
+    return target
+
+
+@pytest.fixture
+def quiet_session_operator(operator: OperatorProcess) -> Iterator[None]:
+    """Stop the session's admin operator while a test runs its own, then bring it back."""
+    operator.stop()
+    yield
+    operator.start()
+
+
+def metrics_of(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def step_numbers(rollouts: Rollouts, name: str) -> list[str]:
+    return [m.split(" ")[1] for r, m in rollouts.events(name) if r == "StepCompleted"]
+
+
+@pytest.mark.usefixtures("quiet_session_operator")
+def test_the_operator_works_with_only_its_cluster_role(
+    kube: Cluster, namespace: str, rollouts: Rollouts, service_account_kubeconfig: Path
+) -> None:
+    sa = Kube.connect(str(service_account_kubeconfig))
+    with pytest.raises(ForbiddenError):
+        sa.list(SECRETS, namespace)
+    with pytest.raises(ForbiddenError):
+        sa.create(SECRETS, namespace, {"metadata": {"name": "stolen"}, "stringData": {"a": "b"}})
+
+    process = OperatorProcess({"KUBECONFIG": str(service_account_kubeconfig)})
+    try:
+        user_routing_object(kube, namespace, "gatewayAPI", "shop")
+        rollouts.create(manifest("shop", "v1", router="gatewayAPI", steps=STEPS))
+        rollouts.wait_phase("shop", "Healthy")
+        rollouts.set_template("shop", "v2")
+        canary = rollouts.wait_phase("shop", "Paused", currentStepIndex=1)["canaryRevision"]
+        rollouts.control("shop", "promote-full")
+        rollouts.wait_phase("shop", "Healthy", stableRevision=canary)
+        assert router_weight(kube, namespace, "gatewayAPI", "shop") == 0
+        rollouts.delete("shop")
+        wait_for(rollouts.names, until=lambda n: n == [], timeout=30, message="finalized")
+    finally:
+        process.stop()
+    log = process.log.read_text()
+    assert "Forbidden" not in log, process.tail()
+    assert " 403" not in log, process.tail()
+
+
+@pytest.mark.usefixtures("quiet_session_operator")
+def test_two_replicas_one_active_and_the_other_takes_over(
+    kube: Cluster, namespace: str, rollouts: Rollouts, service_account_kubeconfig: Path
+) -> None:
+    common = {"COALMINE_STANDALONE": "false", "COALMINE_PEERING_LIFETIME": "5"}
+    active = OperatorProcess(
+        {**common, "COALMINE_PEERING_PRIORITY": "200", "COALMINE_METRICS_PORT": "9511"}
+    )
+    standby = OperatorProcess(
+        {**common, "COALMINE_PEERING_PRIORITY": "100", "COALMINE_METRICS_PORT": "9512"}
+    )
+    try:
+        user_routing_object(kube, namespace, "gatewayAPI", "shop")
+        rollouts.create(manifest("shop", "v1", router="gatewayAPI", steps=STEPS))
+        rollouts.wait_phase("shop", "Healthy")
+        rollouts.set_template("shop", "v2")
+        rollouts.wait_phase("shop", "Paused", currentStepIndex=1)
+        assert sample(metrics_of(9511), "coalmine_reconciles_total") > 0
+        assert sample(metrics_of(9512), "coalmine_reconciles_total") == 0, "the standby acted"
+
+        active.kill()
+        killed = time.monotonic()
+        rollouts.control("shop", "promote")
+        rollouts.wait_phase("shop", "Paused", currentStepIndex=3, timeout=60)
+        takeover = time.monotonic() - killed
+        print(f"takeover: {takeover:.1f} s from SIGKILL of the active replica to weight confirmed")
+        assert router_weight(kube, namespace, "gatewayAPI", "shop") == 50
+        assert sample(metrics_of(9512), "coalmine_reconciles_total") > 0
+
+        rollouts.control("shop", "promote")
+        rollouts.wait_phase("shop", "Healthy", timeout=60)
+        assert step_numbers(rollouts, "shop") == ["1/4", "2/4", "3/4", "4/4"]
+    finally:
+        active.kill()
+        standby.stop()
+
+
+def test_prometheus_scrapes_the_operator_metrics(
+    kube: Cluster, namespace: str, rollouts: Rollouts
+) -> None:
+    """The operator's /metrics, scraped by the cluster's Prometheus, name each rollout."""
+    rollouts.create(manifest("shop", "v1", steps=STEPS))
+    rollouts.wait_phase("shop", "Healthy")
+    query = f'coalmine_rollout_phase{{namespace="{namespace}",name="shop",phase="Healthy"}}'
+
+    def scraped() -> list[dict[str, Any]]:
+        params = urllib.parse.urlencode({"query": query})
+        url = f"{kube.prometheus_url}/api/v1/query?{params}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
+        return result
+
+    series = wait_for(
+        scraped,
+        until=lambda r: bool(r) and float(r[0]["value"][1]) == 1,
+        timeout=45,
+        message=f"Prometheus to return {query}",
+    )
+    assert series[0]["metric"]["job"] == "coalmine-operator"
