@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NETNS ?= coalmine
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts lock clean
+.PHONY: help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts traefik traefik-down lock clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -35,6 +35,12 @@ cluster-down: venv ## stop the local cluster: no process, mount or namespace lef
 
 cluster-status: venv ## say whether the local cluster is healthy
 	$(PY) -m devenv.cluster status
+
+traefik: venv tools ## start Traefik (Gateway API provider) in the cluster's namespace, or reuse it
+	$(PY) -m devenv.traefik up
+
+traefik-down: venv ## stop Traefik
+	$(PY) -m devenv.traefik down
 
 shell: ## a shell inside the cluster's network namespace, with KUBECONFIG and PATH set
 	ip netns exec $(NETNS) bash --rcfile <(echo 'source ~/.bashrc 2>/dev/null; source $(CURDIR)/.cluster/env; PS1="(coalmine) $$PS1"')

@@ -51,14 +51,21 @@ build_prometheus() {
         -o "$1/prometheus" github.com/prometheus/prometheus/cmd/prometheus
 }
 
+build_traefik() {
+    # v3.6.12: the newest 3.6 release the Go module proxy serves here (3.6.24 is refused).
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$1/traefik" \
+        github.com/traefik/traefik/v3/cmd/traefik
+}
+
 declare -A programs=(
     [k8s]="kube-apiserver kube-controller-manager kube-scheduler kubectl"
     [etcd]="etcd"
     [kwok]="kwok kwokctl"
     [prometheus]="prometheus"
+    [traefik]="traefik"
 )
 
-only="${*:-k8s etcd kwok prometheus}"
+only="${*:-k8s etcd kwok prometheus traefik}"
 for name in $only; do
     module="$here/$name"
     key="$(cat "$module/go.mod" "$module/go.sum" <(declare -f "build_$name" k8s_ldflags) | sha256sum | cut -c1-16)"
