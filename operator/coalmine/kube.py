@@ -187,7 +187,7 @@ class Kube:
             response.read()
         except ApiException as exc:
             raise _error(exc) from exc
-        except OSError as exc:  # the server was not reached at all
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # the server was not reached
             raise KubeError(0, "Unreachable", str(exc)) from exc
         finally:
             metrics.API_REQUESTS.labels(verb).inc()
