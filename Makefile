@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NETNS ?= coalmine
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts traefik traefik-down lock clean
+.PHONY: help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis traefik traefik-down image kind-up kind-deploy lock clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -71,13 +71,30 @@ integration: venv tools ## integration tests against the local cluster (started 
 test: venv tools lint ## everything CI checks: lint, unit and integration tests against the real cluster
 	$(VENV)/bin/pytest tests
 
-bench: bench-cluster bench-rollouts ## every benchmark; JSON lands in bench/results/
+bench: bench-cluster bench-rollouts bench-analysis ## every benchmark; JSON lands in bench/results/
 
 bench-cluster: venv tools ## cluster figures: tool build time, warm start time, control plane memory (COLD=1 rebuilds the tools cold)
 	$(PY) -m bench.cluster $(if $(COLD),--cold-build,)
 
 bench-rollouts: venv tools ## 50 rollouts in flight: promote-to-confirmed weight latency (p50, p99), API writes per step
 	$(PY) -m bench.rollouts
+
+IMAGE ?= coalmine:dev
+KIND_CLUSTER ?= coalmine
+
+image: ## build the operator image (needs a Docker engine)
+	docker build -t $(IMAGE) .
+
+kind-up: ## create a kind cluster (needs Docker and kind)
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
+
+kind-deploy: image ## load the image into kind and install coalmine with kubectl apply -k deploy/
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	kubectl --context kind-$(KIND_CLUSTER) apply -k deploy/
+	kubectl --context kind-$(KIND_CLUSTER) -n coalmine-system rollout status deployment/coalmine
+
+bench-analysis: venv tools ## detection latency: a bad canary's errors visible in Prometheus -> weight 0 confirmed
+	$(PY) -m bench.analysis
 
 lock: ## re-pin requirements.lock from pyproject.toml
 	rm -rf /tmp/coalmine-lock && $(PYTHON) -m venv /tmp/coalmine-lock

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from devenv import cluster
+from devenv.traffic import ServiceTraffic
 from devenv.waiting import wait_for
 
 from .conftest import Cluster
 from .rollouts import Rollouts, manifest, template
-from .traffic import ServiceTraffic
 
 pytestmark = pytest.mark.usefixtures("operator")
 

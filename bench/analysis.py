@@ -1,0 +1,216 @@
+"""Detection latency: from a bad canary's errors becoming visible in Prometheus to the canary's
+weight confirmed at 0 by the router.
+
+A v1 stable takes traffic spread over the Service's endpoints; v2 is rolled out with 30% errors
+and an analysis step (interval 5 s, failureLimit 0). The benchmark polls Prometheus every 100 ms
+for the canary's first 5xx rate above zero (the errors are visible), and watches the rollout for
+the abort with weight 0 confirmed by the Gateway API router's read-back. Written to
+``bench/results/analysis.json``. Goal: under 1 s beyond the analysis interval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from coalmine import kube as k
+from coalmine.kube import Kube
+from devenv import cluster, paths
+from devenv.operator import OperatorProcess, install_crds
+from devenv.traffic import ServiceTraffic
+from devenv.waiting import wait_for
+
+RESULTS = paths.REPO_ROOT / "bench" / "results"
+NAMESPACE = "bench-analysis"
+INTERVAL = 5
+NAMESPACES = k.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+SELECTOR = 'namespace="{{namespace}}",coalmine_revision="{{revision}}"'
+
+
+def template(version: str, **env: str) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": f"coalmine.dev/demo-app:{version}",
+        "ports": [{"containerPort": 8080}],
+        "env": [{"name": key, "value": value} for key, value in env.items()],
+    }
+    return {"metadata": {"labels": {"app": "shop"}}, "spec": {"containers": [container]}}
+
+
+def rollout(name: str) -> dict[str, Any]:
+    metric = {
+        "name": "error-rate",
+        "interval": f"{INTERVAL}s",
+        "count": 20,
+        "failureLimit": 0,
+        "inconclusiveLimit": 20,
+        "provider": {
+            "prometheus": {
+                "query": (
+                    f'sum(rate(demo_http_requests_total{{{SELECTOR},code=~"5.."}}[20s]))'
+                    f" / sum(rate(demo_http_requests_total{{{SELECTOR}}}[20s]))"
+                )
+            }
+        },
+        "successCondition": "result < 0.05",
+    }
+    return {
+        "apiVersion": "coalmine.dev/v1alpha1",
+        "kind": "CanaryRollout",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 4,
+            "template": template("v1"),
+            "service": {"name": name, "port": 80, "targetPort": 8080},
+            "imagePolicy": "Allow",
+            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
+            "steps": [{"setWeight": 50}, {"analysis": {"metrics": [metric]}}],
+        },
+    }
+
+
+def http_route(name: str) -> dict[str, Any]:
+    refs = [
+        {"name": f"{name}-stable", "port": 80, "weight": 100},
+        {"name": f"{name}-canary", "port": 80, "weight": 0},
+    ]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": refs}]},
+    }
+
+
+def errors_visible(revision: str) -> bool:
+    query = (
+        f'sum(rate(demo_http_requests_total{{namespace="{NAMESPACE}",'
+        f'coalmine_revision="{revision}",code=~"5.."}}[20s])) > 0'
+    )
+    url = f"{paths.PROMETHEUS_URL}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our Prometheus
+        return bool(json.loads(response.read())["data"]["result"])
+
+
+def confirmed_at(api: client.ApiClient, name: str, seen: dict[str, float]) -> None:
+    stream = watch.Watch()
+    objects = client.CustomObjectsApi(api)
+    for event in stream.stream(
+        objects.list_namespaced_custom_object,
+        "coalmine.dev",
+        "v1alpha1",
+        NAMESPACE,
+        "canaryrollouts",
+        field_selector=f"metadata.name={name}",
+        timeout_seconds=180,
+    ):
+        status = event["object"].get("status") or {}
+        if status.get("abortReason") and status.get("confirmedWeight") == 0:
+            seen["confirmed"] = time.monotonic()
+            stream.stop()
+            return
+
+
+def trial(kube: Kube, api: client.ApiClient, name: str) -> dict[str, Any]:
+    kube.create(k.HTTP_ROUTES, NAMESPACE, http_route(name))
+    kube.create(k.CANARY_ROLLOUTS, NAMESPACE, rollout(name))
+    wait_for(
+        lambda: (kube.get(k.CANARY_ROLLOUTS, NAMESPACE, name) or {}).get("status", {}),
+        until=lambda s: s.get("phase") == "Healthy",
+        timeout=60,
+        message=f"{name} Healthy",
+    )
+    seen: dict[str, float] = {}
+    watcher = threading.Thread(target=confirmed_at, args=(api, name, seen), daemon=True)
+    watcher.start()
+    with ServiceTraffic(kube, NAMESPACE, name, rate=50):
+        kube.patch(
+            k.CANARY_ROLLOUTS,
+            NAMESPACE,
+            name,
+            {"spec": {"template": template("v2", DEMO_ERROR_RATE="0.3")}},
+        )
+        canary = wait_for(
+            lambda: (
+                (kube.get(k.CANARY_ROLLOUTS, NAMESPACE, name) or {})
+                .get("status", {})
+                .get("canaryRevision")
+            ),
+            timeout=30,
+            message="the canary revision",
+        )
+        visible = wait_for(
+            lambda: time.monotonic() if errors_visible(str(canary)) else None,
+            timeout=120,
+            interval=0.1,
+            message="the canary's errors in Prometheus",
+        )
+        watcher.join(180)
+    assert "confirmed" in seen, "the bad canary was never aborted"
+    assert visible is not None
+    return {
+        "rollout": name,
+        "errors_visible_to_weight_0_seconds": round(seen["confirmed"] - visible, 2),
+    }
+
+
+def main() -> int:
+    cluster.up(quiet=True)
+    install_crds()
+    api = config.new_client_from_config(config_file=str(paths.KUBECONFIG))
+    kube = Kube(api)
+    if kube.get(NAMESPACES, None, NAMESPACE):
+        kube.delete(NAMESPACES, None, NAMESPACE)
+        wait_for(
+            lambda: kube.get(NAMESPACES, None, NAMESPACE),
+            until=lambda ns: ns is None,
+            timeout=120,
+            message="the previous run's namespace to go",
+        )
+    kube.create(NAMESPACES, None, {"metadata": {"name": NAMESPACE}})
+    operator = OperatorProcess()
+    trials = []
+    try:
+        wait_for(
+            lambda: kube.get(k.Resource("", "v1", "serviceaccounts", "SA"), NAMESPACE, "default"),
+            timeout=30,
+            message="the default ServiceAccount",
+        )
+        for index in range(3):
+            trials.append(trial(kube, api, f"shop-{index}"))
+    finally:
+        operator.stop()
+        kube.delete(NAMESPACES, None, NAMESPACE)
+    values = [t["errors_visible_to_weight_0_seconds"] for t in trials]
+    result = {
+        "benchmark": "analysis",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        "analysis_interval_seconds": INTERVAL,
+        "trials": trials,
+        "detection_latency_seconds": {
+            "median": statistics.median(values),
+            "max": max(values),
+            "beyond_interval_median": round(statistics.median(values) - INTERVAL, 2),
+            "goal_beyond_interval": 1.0,
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "analysis.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"bench: wrote {out.relative_to(paths.REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
