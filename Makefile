@@ -9,7 +9,13 @@ PY := $(VENV)/bin/python
 NETNS ?= coalmine
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis traefik traefik-down image kind-up kind-deploy lock clean
+.PHONY: demo demo-down help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis traefik traefik-down image kind-up kind-deploy lock clean
+
+demo: venv tools ## the whole thing on this machine: cluster, Traefik, operator, v2 promoted, v3 aborted, live
+	$(PY) -m devenv.demo
+
+demo-down: venv ## stop the demo: operator, Traefik, cluster
+	$(PY) -m devenv.demo down
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
