@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from coalmine import analyses
 from devenv import cluster
 from devenv.traffic import ServiceTraffic
 from devenv.waiting import wait_for
@@ -224,3 +225,32 @@ def test_an_invalid_condition_is_reported_before_any_traffic_moves(
     assert "successCondition" in invalid["message"]
     assert rollouts.deployments("shop") == {stable: 2}, "no canary was created"
     wait_for(lambda: rollouts.reasons("shop"), until=lambda r: "InvalidSpec" in r, message="event")
+
+
+def test_a_shared_analysis_template_with_arguments(
+    kube: Cluster, namespace: str, rollouts: Rollouts
+) -> None:
+    """An AnalysisTemplate in the namespace, referenced by name with an argument."""
+    metric = error_rate(successCondition="result < double(args.maxErrorRate)")
+    kube.raw.create(
+        analyses.ANALYSIS_TEMPLATES,
+        namespace,
+        {
+            "apiVersion": "coalmine.dev/v1alpha1",
+            "kind": "AnalysisTemplate",
+            "metadata": {"name": "error-rate"},
+            "spec": {"args": [{"name": "maxErrorRate"}], "metrics": [metric]},
+        },
+    )
+    analysis = {
+        "templates": [{"name": "error-rate"}],
+        "args": [{"name": "maxErrorRate", "value": "0.05"}],
+    }
+    steps: list[dict[str, Any]] = [{"setWeight": 50}, {"analysis": analysis}]
+    with ServiceTraffic(kube.raw, namespace, "shop"):
+        rollouts.create(manifest("shop", "v1", steps=steps, replicas=4))
+        rollouts.wait_phase("shop", "Healthy")
+        rollouts.patch_spec("shop", {"template": template("v2", DEMO_ERROR_RATE="0.3")})
+        aborted = rollouts.wait_phase("shop", "Degraded", timeout=120)
+    assert aborted["abortReason"] == "AnalysisFailed"
+    assert "error-rate" in aborted["abortMessage"]

@@ -196,3 +196,26 @@ def test_prometheus_scrapes_the_operator_metrics(
         message=f"Prometheus to return {query}",
     )
     assert series[0]["metric"]["job"] == "coalmine-operator"
+
+
+@pytest.mark.usefixtures("quiet_session_operator")
+def test_health_endpoint_and_json_logs_naming_the_rollout(
+    namespace: str, rollouts: Rollouts
+) -> None:
+    process = OperatorProcess({"COALMINE_HEALTH_PORT": "8089", "COALMINE_LOG_LEVEL": "DEBUG"})
+    try:
+
+        def healthz() -> int:
+            with urllib.request.urlopen("http://127.0.0.1:8089/healthz", timeout=2) as r:
+                status: int = r.status
+            return status
+
+        assert wait_for(healthz, until=lambda s: s == 200, timeout=30, message="/healthz") == 200
+        rollouts.create(manifest("shop", "v1", steps=STEPS))
+        rollouts.wait_phase("shop", "Healthy")
+    finally:
+        process.stop()
+    lines = [json.loads(line) for line in process.log.read_text().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    about = [line for line in lines if line.get("rollout") == f"{namespace}/shop"]
+    assert about, "log lines about the rollout name it"
