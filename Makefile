@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NETNS ?= coalmine
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: demo demo-down help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis traefik traefik-down image kind-up kind-deploy lock clean
+.PHONY: demo demo-down help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis bench-traffic traefik traefik-down image kind-up kind-deploy lock clean
 
 demo: venv tools ## the whole thing on this machine: cluster, Traefik, operator, v2 promoted, v3 aborted, live
 	$(PY) -m devenv.demo
@@ -77,7 +77,7 @@ integration: venv tools ## integration tests against the local cluster (started 
 test: venv tools lint ## everything CI checks: lint, unit and integration tests against the real cluster
 	$(VENV)/bin/pytest tests
 
-bench: bench-cluster bench-rollouts bench-analysis ## every benchmark; JSON lands in bench/results/
+bench: bench-cluster bench-rollouts bench-analysis bench-traffic ## every benchmark; JSON lands in bench/results/
 
 bench-cluster: venv tools ## cluster figures: tool build time, warm start time, control plane memory (COLD=1 rebuilds the tools cold)
 	$(PY) -m bench.cluster $(if $(COLD),--cold-build,)
@@ -101,6 +101,9 @@ kind-deploy: image ## load the image into kind and install coalmine with kubectl
 
 bench-analysis: venv tools ## detection latency: a bad canary's errors visible in Prometheus -> weight 0 confirmed
 	$(PY) -m bench.analysis
+
+bench-traffic: venv tools ## through Traefik: split error per step, failed requests, abort to 0% canary traffic
+	$(PY) -m bench.traffic
 
 lock: ## re-pin requirements.lock from pyproject.toml
 	rm -rf /tmp/coalmine-lock && $(PYTHON) -m venv /tmp/coalmine-lock

@@ -104,6 +104,18 @@ cp -f "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml \
       "$kwok_dir"/kustomize/stage/pod/fast/pod-complete.yaml \
       "$kwok_dir"/kustomize/stage/pod/fast/pod-delete.yaml "$share/kwok-stages/"
 chmod u+w "$share/kwok-stages/"*
+# Demo-app pods get their own stage (tools/devenv/kwok/): keep KWOK's pod-ready off them.
+demo_key='.spec.containers.[] | select(.image | startswith("coalmine.dev/demo-app")) | .name'
+python3 - "$share/kwok-stages/pod-ready.yaml" "$demo_key" <<'PY'
+import sys
+path, key = sys.argv[1], sys.argv[2]
+text = open(path).read()
+rule = f"    - key: '{key}'\n      operator: 'DoesNotExist'\n"
+if key not in text:
+    text = text.replace("    matchExpressions:\n", "    matchExpressions:\n" + rule, 1)
+open(path, "w").write(text)
+PY
+cp -f "$here/devenv/kwok/"*.yaml "$share/kwok-stages/"
 
 gw_dir="$modcache/sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
 [[ -d "$gw_dir" ]] || go mod download "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"

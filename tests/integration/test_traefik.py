@@ -10,12 +10,9 @@ A step's split is measured only once Traefik serves the new weights (read back f
 not merely once the operator confirmed them: the two differ by Traefik's configuration
 throttle, which is Traefik's business, not the operator's.
 
-One failure mode belongs to the local environment, not to the operator: KWOK marks a pod Ready
-as soon as it runs, a few hundred milliseconds before the pod runner's demo process listens,
-so a canary pod added to a Service that already has traffic can refuse a request or two
-(Traefik answers 502). Such failures are identified one by one (Traefik's access log, the pod's
-Ready time) and reported; any other failure fails the test, and the windows where no pod
-starts (each paused weight, the old stable's scale-down, after the abort) must have none.
+Demo pods become Ready only once their process listens (the pod runner marks them, as a
+kubelet's readiness probe would), so no request may fail during the whole v2 rollout; should
+one fail, Traefik's access log and the pods' Ready times say why.
 """
 
 from __future__ import annotations
@@ -336,10 +333,11 @@ def _roll_out_under_load(
     assert scale_down.failed == 0, f"the old stable's scale-down lost requests: {scale_down}"
     whole = load.window(rollout_started)
     _report("v2 rollout, weight changes and scale-down", whole)
-    race, unexplained = _attribute_failures(kube, namespace, load.samples(rollout_started))
-    for line in race:
-        print(f"    dev-env readiness race: {line}")
-    assert not unexplained, f"requests failed during the v2 rollout: {unexplained}"
+    # The pod runner marks a demo pod Ready only once its process listens, as a kubelet's
+    # readiness probe would: moving weights, promoting and scaling down must lose nothing.
+    if whole.failed:
+        race, unexplained = _attribute_failures(kube, namespace, load.samples(rollout_started))
+        raise AssertionError(f"requests failed during the v2 rollout: {race + unexplained}")
 
     # --- v3, failing 20% of its requests: aborted by hand ---------------------------------
     timeline.mark("v3 template (20% errors)")

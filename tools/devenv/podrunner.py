@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from types import FrameType
 from typing import IO, Any, Literal, cast
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from urllib3 import BaseHTTPResponse
 
 IMAGE_REPOSITORY = "coalmine.dev/demo-app"
@@ -196,6 +198,8 @@ class Child:
     spec: ProcessSpec
     process: subprocess.Popen[bytes]
     started: float
+    ready_reported: bool = False
+    """Whether the pod was marked Ready (once the process answered), as a kubelet would."""
 
 
 @dataclass
@@ -237,6 +241,31 @@ class Runner:
                 continue
             self._start(key, spec)
         self.write_state()
+
+    def report_ready(self, core_v1: Any) -> None:
+        """Mark Ready the pods whose process now listens (KWOK's stage left them not Ready).
+
+        Until then their endpoints are not ready, so no gateway sends them a request that
+        would be refused: the readiness probe a kubelet would run, done here.
+        """
+        for child in self.children.values():
+            if child.ready_reported or child.process.poll() is not None:
+                continue
+            if not _listening(child.spec.ip, child.spec.port):
+                continue
+            try:
+                _mark_ready(core_v1, child.spec.namespace, child.spec.pod)
+            except ApiException as exc:
+                if exc.status != 404:  # gone: nothing to mark; anything else: next tick
+                    log.warning(
+                        "cannot mark %s/%s Ready: %s",
+                        child.spec.namespace,
+                        child.spec.pod,
+                        exc.reason,
+                    )
+                    continue
+            child.ready_reported = True
+            log.info("marked %s/%s Ready", child.spec.namespace, child.spec.pod)
 
     def needs_attention(self) -> bool:
         """True when a child died or a backed-off restart is due, without an API event."""
@@ -341,6 +370,29 @@ class Runner:
         previous = self._backoff.get(key)
         failures = 1 if previous is None else previous.failures + 1
         return Backoff(failures, now + min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
+
+
+def _listening(ip: str, port: int) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _mark_ready(core_v1: Any, namespace: str, name: str) -> None:
+    pod = core_v1.read_namespaced_pod_status(name, namespace)
+    status = client.ApiClient().sanitize_for_serialization(pod).get("status", {})
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    conditions = [
+        {**c, "status": "True", "lastTransitionTime": now, "reason": None}
+        if c.get("type") in ("Ready", "ContainersReady")
+        else c
+        for c in status.get("conditions", [])
+    ]
+    containers = [{**c, "ready": True} for c in status.get("containerStatuses", [])]
+    body = {"status": {"conditions": conditions, "containerStatuses": containers}}
+    core_v1.patch_namespaced_pod_status(name, namespace, body)
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
@@ -544,7 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = Runner(args.state_file, args.log_dir)
     runner.write_state()
     events: queue.Queue[Event] = queue.Queue()
-    watcher = PodWatcher(client.CoreV1Api(), events)
+    core_v1 = client.CoreV1Api()
+    watcher = PodWatcher(core_v1, events)
     watcher.start()
     cache = PodCache()
     log.info("watching pods with %s; state in %s", args.kubeconfig, args.state_file)
@@ -556,6 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except queue.Empty:
                 if runner.needs_attention():
                     runner.retry()
+                runner.report_ready(core_v1)
                 continue
             # Fold a burst of events (a rollout, a re-list) into one reconcile.
             for _ in range(MAX_BATCH):
@@ -564,6 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except queue.Empty:
                     break
             runner.reconcile(desired_processes(cache.pods()))
+            runner.report_ready(core_v1)
     finally:
         watcher.stopping.set()
         log.info("stopping %d demo app(s)", len(runner.children))
