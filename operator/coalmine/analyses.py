@@ -16,6 +16,7 @@ from datetime import datetime
 
 from coalmine import kube as k
 from coalmine import machine as m
+from coalmine import metrics as operator_metrics
 from coalmine.analysis import limits, query
 from coalmine.analysis.evaluate import (
     Measurement,
@@ -332,6 +333,7 @@ class Runner:
                 due = limits.next_measurement_at(resolved.metric, run.started_at, record)
                 if due is not None and due <= now and not verdict.done:
                     measurement = self.measure(resolved, rollout, run, now)
+                    operator_metrics.ANALYSIS_MEASUREMENTS.labels(measurement.outcome.value).inc()
                     record = record.add(measurement, keep=KEEP)
                     verdict = limits.metric_verdict(resolved.metric, record)
                     due = limits.next_measurement_at(resolved.metric, run.started_at, record)

@@ -87,3 +87,10 @@ def forget_rollout(namespace: str, name: str) -> None:
         ROLLOUT_WEIGHT.remove(namespace, name)
     for each, count in counts.items():
         ROLLOUTS.labels(each).set(count)
+
+
+ANALYSIS_MEASUREMENTS = Counter(
+    "coalmine_analysis_measurements_total",
+    "Analysis measurements taken, by outcome (Successful, Failed, Inconclusive, Error).",
+    ["outcome"],
+)
