@@ -22,72 +22,34 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from bench import write_result
 from coalmine import kube as k
 from coalmine.kube import Kube
 from devenv import cluster, paths
+from devenv.manifests import demo_template, error_rate_metric, http_route
 from devenv.operator import OperatorProcess, install_crds
 from devenv.traffic import ServiceTraffic
 from devenv.waiting import wait_for
 
-RESULTS = paths.REPO_ROOT / "bench" / "results"
 NAMESPACE = "bench-analysis"
 INTERVAL = 5
 NAMESPACES = k.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
-SELECTOR = 'namespace="{{namespace}}",coalmine_revision="{{revision}}"'
-
-
-def template(version: str, **env: str) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": "app",
-        "image": f"coalmine.dev/demo-app:{version}",
-        "ports": [{"containerPort": 8080}],
-        "env": [{"name": key, "value": value} for key, value in env.items()],
-    }
-    return {"metadata": {"labels": {"app": "shop"}}, "spec": {"containers": [container]}}
 
 
 def rollout(name: str) -> dict[str, Any]:
-    metric = {
-        "name": "error-rate",
-        "interval": f"{INTERVAL}s",
-        "count": 20,
-        "failureLimit": 0,
-        "inconclusiveLimit": 20,
-        "provider": {
-            "prometheus": {
-                "query": (
-                    f'sum(rate(demo_http_requests_total{{{SELECTOR},code=~"5.."}}[20s]))'
-                    f" / sum(rate(demo_http_requests_total{{{SELECTOR}}}[20s]))"
-                )
-            }
-        },
-        "successCondition": "result < 0.05",
-    }
+    metric = error_rate_metric(interval=f"{INTERVAL}s", count=20, inconclusiveLimit=20)
     return {
         "apiVersion": "coalmine.dev/v1alpha1",
         "kind": "CanaryRollout",
         "metadata": {"name": name},
         "spec": {
             "replicas": 4,
-            "template": template("v1"),
+            "template": demo_template("v1"),
             "service": {"name": name, "port": 80, "targetPort": 8080},
             "imagePolicy": "Allow",
             "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
             "steps": [{"setWeight": 50}, {"analysis": {"metrics": [metric]}}],
         },
-    }
-
-
-def http_route(name: str) -> dict[str, Any]:
-    refs = [
-        {"name": f"{name}-stable", "port": 80, "weight": 100},
-        {"name": f"{name}-canary", "port": 80, "weight": 0},
-    ]
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name},
-        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": refs}]},
     }
 
 
@@ -137,7 +99,7 @@ def trial(kube: Kube, api: client.ApiClient, name: str) -> dict[str, Any]:
             k.CANARY_ROLLOUTS,
             NAMESPACE,
             name,
-            {"spec": {"template": template("v2", DEMO_ERROR_RATE="0.3")}},
+            {"spec": {"template": demo_template("v2", DEMO_ERROR_RATE="0.3")}},
         )
         canary = wait_for(
             lambda: (
@@ -204,11 +166,7 @@ def main() -> int:
             "goal_beyond_interval": 1.0,
         },
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "analysis.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"bench: wrote {out.relative_to(paths.REPO_ROOT)}")
+    write_result("analysis", result)
     return 0
 
 

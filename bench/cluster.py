@@ -9,7 +9,6 @@ component's health check, node registration and the Gateway API CRDs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -20,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import write_result
 from devenv import cluster, netns, paths
 
-RESULTS = paths.REPO_ROOT / "bench" / "results"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
@@ -108,11 +107,7 @@ def main() -> int:
         "goal": 30,
     }
     result["resident_memory_mib"] = control_plane_memory(args.settle)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "cluster.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"bench: wrote {out.relative_to(paths.REPO_ROOT)}")
+    write_result("cluster", result)
     return 0
 
 

@@ -11,7 +11,6 @@ completed. Written to ``bench/results/rollouts.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,13 +22,14 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from bench import write_result
 from coalmine import kube as k
 from coalmine.kube import Kube
 from devenv import cluster, paths
+from devenv.manifests import http_route
 from devenv.operator import OperatorProcess, install_crds
 from devenv.waiting import wait_for
 
-RESULTS = paths.REPO_ROOT / "bench" / "results"
 NAMESPACE = "bench-rollouts"
 METRICS_PORT = 9400
 STEPS: list[dict[str, Any]] = [
@@ -63,19 +63,6 @@ def rollout(name: str, version: str) -> dict[str, Any]:
             "steps": STEPS,
             "scaleDownDelaySeconds": 5,
         },
-    }
-
-
-def http_route(name: str) -> dict[str, Any]:
-    refs = [
-        {"name": f"{name}-stable", "port": 80, "weight": 100},
-        {"name": f"{name}-canary", "port": 80, "weight": 0},
-    ]
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name},
-        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": refs}]},
     }
 
 
@@ -271,11 +258,7 @@ def main() -> int:
     finally:
         operator.stop()
         kube.delete(NAMESPACES, None, NAMESPACE)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "rollouts.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"bench: wrote {out.relative_to(paths.REPO_ROOT)}")
+    write_result("rollouts", result)
     return 0
 
 

@@ -8,19 +8,17 @@ background analysis) under 100 requests/s through Traefik. Written to
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from datetime import datetime
 from typing import Any
 
+from bench import write_result
 from coalmine import kube as k
-from devenv import demo, paths, traefik
+from devenv import demo, traefik
 from devenv.loadgen import LoadGenerator
 from devenv.waiting import wait_for
-
-RESULTS = paths.REPO_ROOT / "bench" / "results"
 
 
 def main() -> int:
@@ -68,11 +66,7 @@ def main() -> int:
     finally:
         operator.stop()
         demo._stop_previous_operator()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "traffic.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"bench: wrote {out.relative_to(paths.REPO_ROOT)}")
+    write_result("traffic", result)
     return 0
 
 

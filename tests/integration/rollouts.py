@@ -8,6 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 from coalmine import kube as k
+from devenv.manifests import demo_template as template  # re-exported for the tests
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "ROUTERS",
+    "Rollouts",
+    "manifest",
+    "router_weight",
+    "routing",
+    "template",
+    "user_routing_object",
+]
 from devenv.waiting import wait_for
 
 from .conftest import Cluster
@@ -20,17 +32,6 @@ DEFAULT_STEPS: list[dict[str, Any]] = [
     {"pause": {}},
 ]
 ROUTERS = ("replicaRatio", "gatewayAPI", "nginx", "istio", "smi")
-
-
-def template(version: str, **env: str) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": "app",
-        "image": f"coalmine.dev/demo-app:{version}",
-        "ports": [{"containerPort": 8080, "name": "http"}],
-    }
-    if env:
-        container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
-    return {"metadata": {"labels": {"app": "shop"}}, "spec": {"containers": [container]}}
 
 
 def routing(router: str, name: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ import pytest
 
 from coalmine import analyses
 from devenv import cluster
+from devenv.manifests import SELECTOR, error_rate_metric, min_sample
 from devenv.traffic import ServiceTraffic
 from devenv.waiting import wait_for
 
@@ -21,33 +22,15 @@ from .rollouts import Rollouts, manifest, template
 
 pytestmark = pytest.mark.usefixtures("operator")
 
-SELECTOR = 'namespace="{{namespace}}",coalmine_revision="{{revision}}"'
-
 
 def error_rate(**overrides: Any) -> dict[str, Any]:
-    metric: dict[str, Any] = {
-        "name": "error-rate",
-        "interval": "5s",
+    base: dict[str, Any] = {
         "initialDelay": "10s",
         "count": 3,
-        "failureLimit": 0,
         "inconclusiveLimit": 1,
-        "provider": {
-            "prometheus": {
-                "query": (
-                    f'sum(rate(demo_http_requests_total{{{SELECTOR},code=~"5.."}}[20s]))'
-                    f" / sum(rate(demo_http_requests_total{{{SELECTOR}}}[20s]))"
-                )
-            }
-        },
-        "successCondition": "result < 0.05",
-        "minSample": {
-            "query": f"sum(increase(demo_http_requests_total{{{SELECTOR}}}[20s]))",
-            "min": 10,
-        },
+        "minSample": min_sample(10),
     }
-    metric.update(overrides)
-    return metric
+    return error_rate_metric(**{**base, **overrides})
 
 
 def steps_with(metric: dict[str, Any]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from coalmine import kube as k
 from coalmine.kube import Kube
 from devenv import cluster, paths, traefik
 from devenv.loadgen import LoadGenerator
+from devenv.manifests import demo_template, error_rate_metric, http_route, min_sample
 from devenv.operator import OperatorProcess, install_crds
 from devenv.waiting import wait_for
 
@@ -29,40 +30,10 @@ NAMESPACE = "demo"
 NAME = "shop"
 OPERATOR_PID = cluster.PID_DIR / "demo-operator.pid"
 NAMESPACES = k.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
-SELECTOR = 'namespace="{{namespace}}",coalmine_revision="{{revision}}"'
-
-
-def template(version: str, **env: str) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": "app",
-        "image": f"coalmine.dev/demo-app:{version}",
-        "ports": [{"containerPort": 8080, "name": "http"}],
-        "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
-    }
-    return {"metadata": {"labels": {"app": NAME}}, "spec": {"containers": [container]}}
 
 
 def error_rate() -> dict[str, Any]:
-    return {
-        "name": "error-rate",
-        "interval": "5s",
-        "initialDelay": "10s",
-        "failureLimit": 0,
-        "inconclusiveLimit": 100,
-        "provider": {
-            "prometheus": {
-                "query": (
-                    f'sum(rate(demo_http_requests_total{{{SELECTOR},code=~"5.."}}[20s]))'
-                    f" / sum(rate(demo_http_requests_total{{{SELECTOR}}}[20s]))"
-                )
-            }
-        },
-        "successCondition": "result < 0.05",
-        "minSample": {
-            "query": f"sum(increase(demo_http_requests_total{{{SELECTOR}}}[20s]))",
-            "min": 20,
-        },
-    }
+    return error_rate_metric(initialDelay="10s", inconclusiveLimit=100, minSample=min_sample(20))
 
 
 def rollout(pause: str) -> dict[str, Any]:
@@ -72,7 +43,7 @@ def rollout(pause: str) -> dict[str, Any]:
         "metadata": {"name": NAME},
         "spec": {
             "replicas": 4,
-            "template": template("v1"),
+            "template": demo_template("v1", app=NAME),
             "service": {"name": NAME, "port": 80, "targetPort": 8080},
             "imagePolicy": "Allow",
             "trafficRouting": {"gatewayAPI": {"httpRoute": NAME}},
@@ -85,19 +56,6 @@ def rollout(pause: str) -> dict[str, Any]:
             "analysis": {"metrics": [error_rate()]},
             "scaleDownDelaySeconds": 5,
         },
-    }
-
-
-def http_route() -> dict[str, Any]:
-    refs = [
-        {"name": f"{NAME}-stable", "port": 80, "weight": 100},
-        {"name": f"{NAME}-canary", "port": 80, "weight": 0},
-    ]
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": NAME},
-        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": refs}]},
     }
 
 
@@ -120,7 +78,12 @@ def roll_out(kube: Kube, load: LoadGenerator, version: str, **env: str) -> Outco
     result = Outcome(version)
     started = time.monotonic()
     before = _status(kube).get("stableRevision")
-    kube.patch(k.CANARY_ROLLOUTS, NAMESPACE, NAME, {"spec": {"template": template(version, **env)}})
+    kube.patch(
+        k.CANARY_ROLLOUTS,
+        NAMESPACE,
+        NAME,
+        {"spec": {"template": demo_template(version, app=NAME, **env)}},
+    )
     print(f"\n== rolling out {version} {' '.join(f'{k}={v}' for k, v in env.items())}".rstrip())
     window_start, window_weight, last_line = load.now(), 0, ""
     failed_before = load.counters().failed
@@ -185,6 +148,11 @@ def setup(pause: str) -> tuple[Kube, OperatorProcess]:
     install_crds()
     traefik.ensure_traefik()
     kube = Kube.connect(str(paths.KUBECONFIG))
+    _stop_previous_operator()
+    operator = OperatorProcess({"COALMINE_METRICS_PORT": str(paths.OPERATOR_METRICS_PORT)})
+    OPERATOR_PID.parent.mkdir(parents=True, exist_ok=True)
+    OPERATOR_PID.write_text(str(operator.pid))
+    # With the operator running, so the previous demo's rollout finalizer can complete.
     if kube.get(NAMESPACES, None, NAMESPACE):
         kube.delete(NAMESPACES, None, NAMESPACE)
         wait_for(
@@ -193,10 +161,6 @@ def setup(pause: str) -> tuple[Kube, OperatorProcess]:
             timeout=120,
             message="the previous demo's namespace to go",
         )
-    _stop_previous_operator()
-    operator = OperatorProcess({"COALMINE_METRICS_PORT": str(paths.OPERATOR_METRICS_PORT)})
-    OPERATOR_PID.parent.mkdir(parents=True, exist_ok=True)
-    OPERATOR_PID.write_text(str(operator.pid))
     kube.create(NAMESPACES, None, {"metadata": {"name": NAMESPACE}})
     wait_for(
         lambda: kube.get(k.Resource("", "v1", "serviceaccounts", "SA"), NAMESPACE, "default"),
@@ -205,7 +169,7 @@ def setup(pause: str) -> tuple[Kube, OperatorProcess]:
     )
     traefik.apply(traefik.gateway_manifest(NAMESPACE))
     traefik.wait_gateway_programmed(NAMESPACE)
-    kube.create(k.HTTP_ROUTES, NAMESPACE, http_route())
+    kube.create(k.HTTP_ROUTES, NAMESPACE, http_route(NAME))
     kube.create(k.CANARY_ROLLOUTS, NAMESPACE, rollout(pause))
     wait_for(
         lambda: _status(kube),
