@@ -468,7 +468,8 @@ def _nodes_manifest() -> str:
     return "\n---\n".join(docs)
 
 
-def _stop_pid(pid: int, name: str, grace: float = 5.0) -> None:
+def stop_pid(pid: int, name: str, grace: float = 5.0) -> None:
+    """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -488,7 +489,7 @@ def _stop_components() -> None:
     for component in reversed(COMPONENTS):
         pid = component.pid()
         if pid is not None:
-            _stop_pid(pid, component.name)
+            stop_pid(pid, component.name)
         component.pid_file.unlink(missing_ok=True)
 
 
@@ -583,7 +584,7 @@ def down() -> None:
     me = {os.getpid(), os.getppid()}
     for pid in netns.pids():
         if pid not in me:
-            _stop_pid(pid, f"pid {pid}", grace=3.0)
+            stop_pid(pid, f"pid {pid}", grace=3.0)
     netns.delete()
     subprocess.run(["rm", "-rf", str(paths.STATE_DIR)], check=True)
     print(f"cluster: stopped; namespace '{paths.NETNS}' and {paths.STATE_DIR} removed")
@@ -594,7 +595,7 @@ def stop_component(name: str) -> None:
     component = COMPONENTS_BY_NAME[name]
     pid = component.pid()
     if pid is not None:
-        _stop_pid(pid, name)
+        stop_pid(pid, name)
     component.pid_file.unlink(missing_ok=True)
 
 

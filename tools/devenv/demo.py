@@ -11,11 +11,10 @@ demo-down` stops them.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coalmine import kube as k
@@ -135,11 +134,15 @@ def summary(outcomes: list[Outcome]) -> str:
 
 
 def _stop_previous_operator() -> None:
+    """Stop the demo's operator and wait until it is gone (its metrics port frees with it)."""
     try:
         pid = int(OPERATOR_PID.read_text())
-        os.killpg(pid, signal.SIGTERM)
     except (OSError, ValueError):
-        pass
+        return
+    # Only ours: after a reboot the pid may be someone else's.
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists() and b"coalmine" in cmdline.read_bytes():
+        cluster.stop_pid(pid, "demo operator")
     OPERATOR_PID.unlink(missing_ok=True)
 
 

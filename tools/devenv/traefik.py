@@ -293,7 +293,7 @@ def stop_traefik() -> None:
     """Stop Traefik if it runs (SIGTERM, then SIGKILL after a grace period). Idempotent."""
     pid = COMPONENT.pid()
     if pid is not None:
-        cluster._stop_pid(pid, COMPONENT.name)
+        cluster.stop_pid(pid, COMPONENT.name)
     COMPONENT.pid_file.unlink(missing_ok=True)
 
 
