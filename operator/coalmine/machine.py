@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from coalmine.models import PENDING_SCALE_DOWN_LIMIT
 from coalmine.models import Phase as Phase  # re-exported: the machine speaks in these
 from coalmine.models import Stage as Stage
 
@@ -211,6 +212,8 @@ class Decision:
 
 
 CONTROLS = ("promote", "promote-full", "abort", "retry")
+PENDING_LIMIT = PENDING_SCALE_DOWN_LIMIT
+"""Revisions waiting out scaleDownDelaySeconds that the status can hold (the CRD's maxItems)."""
 WAIT = 1.0
 """Seconds between looks while waiting for pods or the router (events usually come sooner)."""
 
@@ -850,6 +853,13 @@ def _scale_down_old(b: _Builder) -> None:
             b.act(ScaleRevision(revision, 0))
         else:
             b.wait((due - b.now).total_seconds())
+    # The status keeps at most PENDING_LIMIT of them: the oldest go to 0 at once to make room.
+    for revision in sorted(pending, key=lambda r: pending[r])[
+        : max(0, len(pending) - PENDING_LIMIT)
+    ]:
+        if pending[revision] > b.now:
+            b.act(ScaleRevision(revision, 0))
+        del pending[revision]
     if pending != dict(b.memory.scale_down_at):
         b.update(scale_down_at=pending)
 

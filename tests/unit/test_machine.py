@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from coalmine import machine as m
 
-from .machine_world import World, plan
+from .machine_world import Deployment, World, plan
 
 MODES = pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "replica-ratio"])
 
@@ -220,6 +220,16 @@ def test_timed_pause_asks_to_be_woken_when_it_ends() -> None:
     decision = world.step()
     assert world.memory.phase == m.Phase.PAUSED
     assert decision.requeue_after == pytest.approx(30, abs=1)
+
+
+def test_no_more_revisions_wait_to_scale_down_than_the_status_holds() -> None:
+    world = started(scale_down_delay_seconds=600)
+    for index in range(m.PENDING_LIMIT + 3):
+        world.deployments[f"old{index:02d}"] = Deployment(replicas=1, ready=1)
+    decision = world.step()
+    assert len(decision.memory.scale_down_at) == m.PENDING_LIMIT
+    scaled = [a.revision for a in decision.actions if isinstance(a, m.ScaleRevision)]
+    assert len(scaled) == 3
 
 
 def test_drift_is_restored_with_an_event() -> None:
