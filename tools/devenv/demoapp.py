@@ -240,9 +240,11 @@ class DemoHandler(BaseHTTPRequestHandler):
         if app.errors.should_fail():
             code = 500
             body["error"] = "injected"
-        self._send(code, json.dumps(body).encode(), "application/json")
+        # Counted before the answer leaves: a client that reads /metrics right after its
+        # answer must see its request there.
         app.requests.labels(code=str(code), method=self.command, version=app.version).inc()
         app.duration.labels(version=app.version).observe(time.perf_counter() - started)
+        self._send(code, json.dumps(body).encode(), "application/json")
 
     def _send(self, code: int, body: bytes, content_type: str) -> None:
         self.send_response(code)
