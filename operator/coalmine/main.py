@@ -65,26 +65,34 @@ CONTEXT = threading.local()
 _KUBE: list[Kube] = []
 
 
+_SETTINGS: list[Settings] = []
 _RUNNER: list[analyses.Runner] = []
+
+
+def _settings() -> Settings:
+    """Read once: the peering priority, random by default, must stay the same all along."""
+    if not _SETTINGS:
+        _SETTINGS.append(Settings())
+    return _SETTINGS[0]
 
 
 def _runner() -> analyses.Runner:
     if not _RUNNER:
-        settings = Settings()
+        settings = _settings()
         _RUNNER.append(analyses.Runner(_kube(), Prometheus(), settings.prometheus_address))
     return _RUNNER[0]
 
 
 def _kube() -> Kube:
     if not _KUBE:
-        settings = Settings()
+        settings = _settings()
         _KUBE.append(Kube.connect(settings.kubeconfig, connections=settings.workers))
     return _KUBE[0]
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    config = Settings()
+    config = _settings()
     # Our own finalizer name, so `kubectl get -o yaml` says who holds the object.
     settings.persistence.finalizer = FINALIZER
     # Keep kopf's bookkeeping out of metadata: annotations written by the operator would show
@@ -149,7 +157,37 @@ def run(stopped: kopf.DaemonStopped, namespace: str | None, name: str, **_: Any)
     WAKEUPS.forget(namespace, name)
 
 
+def _outranked(kube: Kube, settings: Settings) -> bool:
+    """Whether a live replica with a higher priority is in the peering object.
+
+    kopf pauses this replica when it sees one, but two replicas started together may each
+    miss the other for a moment; checking before every reconcile keeps it to one at a time.
+    """
+    resource = k.KOPF_PEERINGS if settings.namespace else k.CLUSTER_KOPF_PEERINGS
+    peering = kube.get(resource, settings.namespace, settings.peering_name) or {}
+    for record in (peering.get("status") or {}).values():
+        if not isinstance(record, dict) or "priority" not in record or "lastseen" not in record:
+            continue
+        seen = datetime.fromisoformat(str(record["lastseen"]))
+        alive = (now() - seen).total_seconds() <= float(record.get("lifetime", 60))
+        if alive and int(record["priority"]) > settings.peering_priority:
+            return True
+    return False
+
+
+PEERING_GRACE_SECONDS = 3.0
+"""After start, replicas wait this long before acting: each must see the others' keep-alives."""
+_STARTED = time.monotonic()
+
+
 def _reconcile_once(kube: Kube, namespace: str, name: str) -> float | None:
+    settings = _settings()
+    if not settings.standalone:
+        waited = time.monotonic() - _STARTED
+        if waited < PEERING_GRACE_SECONDS:
+            return PEERING_GRACE_SECONDS - waited
+        if _outranked(kube, settings):
+            return RETRY_SECONDS  # kopf will pause this replica; until then, leave it alone
     obj = kube.get(k.CANARY_ROLLOUTS, namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return None
@@ -252,7 +290,7 @@ def configure_logging(settings: Settings) -> None:
 
 def cli() -> None:
     """``coalmine-operator``: run the operator (every namespace, or COALMINE_NAMESPACE)."""
-    settings = Settings()
+    settings = _settings()
     configure_logging(settings)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port, addr=settings.metrics_address)

@@ -143,23 +143,16 @@ def test_two_replicas_one_active_and_the_other_takes_over(
     active = OperatorProcess(
         {**common, "COALMINE_PEERING_PRIORITY": "200", "COALMINE_METRICS_PORT": "9511"}
     )
-    standby: OperatorProcess | None = None
+    # Started together, the harder case: each may not see the other's keep-alive yet.
+    standby = OperatorProcess(
+        {**common, "COALMINE_PEERING_PRIORITY": "100", "COALMINE_METRICS_PORT": "9512"}
+    )
     try:
-        # The active replica first; the standby, seeing it, never leaves its initial pause.
-        wait_for(
-            active.log.read_text,
-            until=lambda text: "Resuming operations" in text,
-            timeout=30,
-            message="the first replica to become active",
-        )
-        standby = OperatorProcess(
-            {**common, "COALMINE_PEERING_PRIORITY": "100", "COALMINE_METRICS_PORT": "9512"}
-        )
         wait_for(
             lambda: cluster.kubectl("get", "clusterkopfpeering", "coalmine", "-o", "json"),
-            until=lambda peering: '"priority": 100' in peering,
+            until=lambda peering: '"priority": 100' in peering and '"priority": 200' in peering,
             timeout=30,
-            message="the standby's keep-alive in the peering object",
+            message="both replicas' keep-alives in the peering object",
         )
         user_routing_object(kube, namespace, "gatewayAPI", "shop")
         rollouts.create(manifest("shop", "v1", router="gatewayAPI", steps=STEPS))
@@ -169,6 +162,7 @@ def test_two_replicas_one_active_and_the_other_takes_over(
         ours = f'namespace="{namespace}"'
         assert ours in metrics_of(9511), "the active replica reports the rollout"
         assert ours not in metrics_of(9512), "the standby acted on the rollout"
+        assert sample(metrics_of(9512), "coalmine_reconciles_total") == 0, "the standby acted"
 
         active.kill()
         killed = time.monotonic()
@@ -186,8 +180,7 @@ def test_two_replicas_one_active_and_the_other_takes_over(
         assert sorted(step_numbers(rollouts, "shop")) == ["1/4", "2/4", "3/4", "4/4"]
     finally:
         active.kill()
-        if standby is not None:
-            standby.stop()
+        standby.stop()
 
 
 def test_prometheus_scrapes_the_operator_metrics(
