@@ -13,10 +13,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
-from urllib.parse import quote, urlencode
+from typing import Literal
+from urllib.parse import urlencode
 
 import urllib3
 from kubernetes import client, config
@@ -24,7 +23,6 @@ from kubernetes.client.exceptions import ApiException
 
 from coalmine import metrics
 
-Obj = dict[str, Any]
 PatchType = Literal["merge", "json", "strategic"]
 
 _CONTENT_TYPES: Mapping[PatchType, str] = {
@@ -34,46 +32,24 @@ _CONTENT_TYPES: Mapping[PatchType, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Resource:
-    """A resource type: where its objects live in the API."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace is not None:
-            base += f"/namespaces/{quote(namespace)}"
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{quote(name)}"
-        if sub is not None:
-            base += f"/{sub}"
-        return base
-
-
-CANARY_ROLLOUTS = Resource("coalmine.dev", "v1alpha1", "canaryrollouts", "CanaryRollout")
-DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
-SERVICES = Resource("", "v1", "services", "Service")
-PODS = Resource("", "v1", "pods", "Pod")
-EVENTS = Resource("", "v1", "events", "Event")
-ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
-INGRESSES = Resource("networking.k8s.io", "v1", "ingresses", "Ingress")
-HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
-VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices", "VirtualService")
-TRAFFIC_SPLITS = Resource("split.smi-spec.io", "v1alpha4", "trafficsplits", "TrafficSplit")
-CLUSTER_KOPF_PEERINGS = Resource(
-    "kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False
+# Re-exported while callers outside the operator move to coalmine.resources.
+from coalmine.resources import (  # noqa: E402
+    CANARY_ROLLOUTS as CANARY_ROLLOUTS,
 )
-KOPF_PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
+from coalmine.resources import (  # noqa: E402
+    CLUSTER_KOPF_PEERINGS as CLUSTER_KOPF_PEERINGS,
+)
+from coalmine.resources import DEPLOYMENTS as DEPLOYMENTS  # noqa: E402
+from coalmine.resources import ENDPOINT_SLICES as ENDPOINT_SLICES  # noqa: E402
+from coalmine.resources import EVENTS as EVENTS  # noqa: E402
+from coalmine.resources import HTTP_ROUTES as HTTP_ROUTES  # noqa: E402
+from coalmine.resources import INGRESSES as INGRESSES  # noqa: E402
+from coalmine.resources import KOPF_PEERINGS as KOPF_PEERINGS  # noqa: E402
+from coalmine.resources import SERVICES as SERVICES  # noqa: E402
+from coalmine.resources import TRAFFIC_SPLITS as TRAFFIC_SPLITS  # noqa: E402
+from coalmine.resources import VIRTUAL_SERVICES as VIRTUAL_SERVICES  # noqa: E402
+from coalmine.resources import Obj as Obj  # noqa: E402
+from coalmine.resources import Resource as Resource  # noqa: E402
 
 
 class KubeError(RuntimeError):

@@ -21,34 +21,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 
-from coalmine.models import PENDING_SCALE_DOWN_LIMIT
-from coalmine.models import Phase as Phase  # re-exported: the machine speaks in these
-from coalmine.models import Stage as Stage
-
-
-class StepKind(StrEnum):
-    SET_WEIGHT = "setWeight"
-    PAUSE = "pause"
-    ANALYSIS = "analysis"
+from coalmine.api.limits import PENDING_SCALE_DOWN_LIMIT
+from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
 
 
 @dataclass(frozen=True)
 class Step:
-    kind: StepKind
+    kind: StepAction
     weight: int = 0
     pause_seconds: float | None = None  # None with PAUSE: until promoted
-
-
-class AnalysisVerdict(StrEnum):
-    """Where an analysis run stands (the worst verdict among its metrics)."""
-
-    RUNNING = "Running"
-    SUCCESSFUL = "Successful"
-    FAILED = "Failed"
-    INCONCLUSIVE = "Inconclusive"
-    ERROR = "Error"
 
 
 @dataclass(frozen=True)
@@ -96,7 +78,7 @@ class Memory:
     confirmed_weight: int = 0
     message: str = ""
     scale_down_at: Mapping[str, datetime] = field(default_factory=dict)
-    handled: Mapping[str, str] = field(default_factory=dict)
+    handled: Mapping[Control, str] = field(default_factory=dict)
     """Last control token handled per control (promote, promote-full, abort, retry)."""
     steps_hash: str = ""
     """The steps_hash of the plan the current canary walks."""
@@ -126,7 +108,7 @@ class Observed:
     canary_endpoints: Mapping[str, int] = field(default_factory=dict)
     """Ready endpoints of the canary Service, counted by the revision of their pods."""
     router_error: str | None = None
-    controls: Mapping[str, str] = field(default_factory=dict)
+    controls: Mapping[Control, str] = field(default_factory=dict)
     """Control annotation tokens present on the object, by control name."""
     step_analysis: AnalysisObserved | None = None
     """The verdict of the current analysis step's run (None: not started)."""
@@ -211,7 +193,6 @@ class Decision:
         return tuple(a for a in self.actions if not isinstance(a, EmitEvent))
 
 
-CONTROLS = ("promote", "promote-full", "abort", "retry")
 PENDING_LIMIT = PENDING_SCALE_DOWN_LIMIT
 """Revisions waiting out scaleDownDelaySeconds that the status can hold (the CRD's maxItems)."""
 WAIT = 1.0
@@ -353,9 +334,9 @@ def _restore_drift(b: _Builder) -> None:
             )
 
 
-def _new_tokens(b: _Builder) -> dict[str, str]:
+def _new_tokens(b: _Builder) -> dict[Control, str]:
     fresh = {}
-    for control in CONTROLS:
+    for control in Control:
         token = b.observed.controls.get(control)
         if token and b.memory.handled.get(control) != token:
             fresh[control] = token
@@ -374,25 +355,25 @@ def _handle_controls(b: _Builder) -> None:
         and not b.memory.aborted
         and b.memory.stage == Stage.STEPS
     )
-    if "abort" in fresh:
+    if Control.ABORT in fresh:
         # Abort wins over anything asked at the same time.
         if walking:
             _abort(b, "AbortedByUser", "aborted on request (coalmine.dev/abort)")
         else:
             b.event("ControlIgnored", "abort: no canary in flight to abort")
         return
-    if "retry" in fresh:
+    if Control.RETRY in fresh:
         _retry(b)
         return
     if not walking:
-        for control in ("promote-full", "promote"):
+        for control in (Control.PROMOTE_FULL, Control.PROMOTE):
             if control in fresh:
                 b.event("ControlIgnored", f"{control}: no canary walking its steps")
         return
-    if "promote-full" in fresh:
+    if Control.PROMOTE_FULL in fresh:
         b.update(step=len(b.plan.steps), step_started=b.now)
         b.event("PromotedFull", "promote-full: skipping the remaining steps")
-    elif "promote" in fresh:
+    elif Control.PROMOTE in fresh:
         _complete_step(b, "promoted on request")
 
 
@@ -545,7 +526,7 @@ def _walk_step(b: _Builder) -> None:
     b.update(phase=Phase.PROGRESSING)
     if _background_holds(b, canary):
         return
-    if step.kind == StepKind.SET_WEIGHT:
+    if step.kind == StepAction.SET_WEIGHT:
         _weight_step(b, canary, step.weight)
         return
     # Pauses and analysis hold the canary at the weight reached so far, at the size it needs.
@@ -554,7 +535,7 @@ def _walk_step(b: _Builder) -> None:
         b.scale(canary, _canary_size(b, held))
     else:
         _ratio_converge(b, canary, held)
-    if step.kind == StepKind.PAUSE and step.pause_seconds is not None:
+    if step.kind == StepAction.PAUSE and step.pause_seconds is not None:
         started = b.memory.step_started or b.now
         left = step.pause_seconds - (b.now - started).total_seconds()
         if left <= 0:
@@ -563,7 +544,7 @@ def _walk_step(b: _Builder) -> None:
             return
         _pause(b, f"paused for {step.pause_seconds:g} s at {held}% ({left:.0f} s left)")
         b.wait(left)
-    elif step.kind == StepKind.PAUSE:
+    elif step.kind == StepAction.PAUSE:
         _pause(b, f"paused at {held}% until promoted (coalmine.dev/promote)")
     else:
         _analysis_step(b, canary, held)

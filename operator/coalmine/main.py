@@ -21,10 +21,11 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from coalmine import analyses, metrics
-from coalmine import kube as k
+from coalmine import metrics
+from coalmine import resources as k
+from coalmine.analysis import runner as analyses
 from coalmine.analysis.prometheus import Prometheus
-from coalmine.kube import Kube, KubeError
+from coalmine.kube import ConflictError, Kube, KubeError, NotFoundError
 from coalmine.reconcile import RETRY_SECONDS, reconcile
 from coalmine.settings import Settings
 
@@ -131,9 +132,9 @@ def _ensure_peering(kube: Kube, config: Settings) -> None:
     }
     try:
         kube.create(resource, config.namespace, body)
-    except k.ConflictError:
+    except ConflictError:
         return  # another replica made it first
-    except k.NotFoundError as error:
+    except NotFoundError as error:
         # A first install: the peering CRD is not established yet. Soon will be.
         raise kopf.TemporaryError(f"peering CRD not ready: {error.message}", delay=2) from error
 

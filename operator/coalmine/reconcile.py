@@ -18,21 +18,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from coalmine import analyses, metrics
-from coalmine import kube as k
 from coalmine import machine as m
-from coalmine import status as s
+from coalmine import metrics
+from coalmine import resources as r
+from coalmine import translate as s
 from coalmine import workloads as w
-from coalmine.kube import Kube, KubeError, Obj
-from coalmine.models import (
-    AnalysisRunStatus,
-    CanaryRollout,
-    CanaryRolloutStatus,
-    ImagePolicy,
-    RouterKind,
-    SpecError,
-    images_of,
-)
+from coalmine.analysis import runner as analyses
+from coalmine.api.errors import SpecError
+from coalmine.api.resource import CanaryRollout
+from coalmine.api.status import AnalysisRunStatus, CanaryRolloutStatus
+from coalmine.api.template import images_of
+from coalmine.api.vocabulary import ImagePolicy
+from coalmine.kube import Kube, KubeError
+from coalmine.resources import Obj
 from coalmine.routers.base import RouterError, Target, TrafficRouter
 from coalmine.routers.registry import ROUTERS
 
@@ -49,23 +47,6 @@ class Result:
     requeue_after: float
     finalized: bool = False
     writes: int = 0
-
-
-def _router_config(rollout: CanaryRollout) -> tuple[RouterKind, dict[str, Any]]:
-    kind = rollout.spec.router
-    routing = rollout.spec.traffic_routing
-    config: dict[str, Any] = {}
-    if routing is not None:
-        block = {
-            RouterKind.GATEWAY_API: routing.gateway_api,
-            RouterKind.NGINX: routing.nginx,
-            RouterKind.ISTIO: routing.istio,
-            RouterKind.SMI: routing.smi,
-            RouterKind.REPLICA_RATIO: routing.replica_ratio,
-        }[kind]
-        if block is not None:
-            config = block.to_dict()
-    return kind, config
 
 
 class _Pass:
@@ -86,9 +67,7 @@ class _Pass:
             port=spec.service.port,
             target_port=spec.service.resolved_target_port,
         )
-        kind, config = _router_config(rollout)
-        self.kind = kind
-        self.router: TrafficRouter = ROUTERS[kind]
+        self.router: TrafficRouter = ROUTERS[spec.router].router
         self.target = Target(
             namespace=self.workload.namespace,
             rollout=meta.name,
@@ -99,7 +78,7 @@ class _Pass:
             port=spec.service.port,
             stable_revision=rollout.status.stable_revision,
             canary_revision=rollout.status.canary_revision,
-            config=config,
+            config=spec.routing,
             field_path="spec.trafficRouting",
         )
         self.writes = 0
@@ -120,7 +99,7 @@ class _Pass:
             router_error = str(error)
             self.router_ensured = False
         self.services = {
-            name: self.kube.get(k.SERVICES, wl.namespace, name)
+            name: self.kube.get(r.SERVICES, wl.namespace, name)
             for name in (wl.service, wl.stable_service, wl.canary_service)
         }
         observed = m.Observed(
@@ -209,7 +188,7 @@ class _Pass:
             if key not in body:
                 patch["status"][key] = None
         updated = self.kube.patch(
-            k.CANARY_ROLLOUTS,
+            r.CANARY_ROLLOUTS,
             self.workload.namespace,
             self.workload.name,
             patch,
@@ -326,7 +305,7 @@ def _invalid(kube: Kube, obj: Obj, error: SpecError, now: datetime) -> Result:
     new = s.invalid_status(old, error.field, error.reason, meta.get("generation"), now)
     if new.to_dict() != old.to_dict():
         kube.patch(
-            k.CANARY_ROLLOUTS,
+            r.CANARY_ROLLOUTS,
             meta.get("namespace"),
             meta["name"],
             {"status": new.to_dict()},

@@ -21,14 +21,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coalmine import kube as k
-from coalmine.kube import Kube, Obj
+from coalmine import resources as r
+from coalmine.kube import Kube
+from coalmine.labels import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    REVISION_LABEL,
+    ROLLOUT_LABEL,
+    TEMPLATE_ANNOTATION,
+    owned_labels,
+    owned_selector,
+)
 from coalmine.machine import RevisionObserved
+from coalmine.resources import Obj
 
-ROLLOUT_LABEL = "coalmine.dev/rollout"
-REVISION_LABEL = "coalmine.dev/revision"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "coalmine"
-TEMPLATE_ANNOTATION = "coalmine.dev/template"
 NO_REVISION = "none"
 """Selector value of the canary Service while there is no canary: it selects no pod."""
 
@@ -60,8 +66,8 @@ class Rollout:
     @property
     def owner(self) -> Obj:
         return {
-            "apiVersion": k.CANARY_ROLLOUTS.api_version,
-            "kind": k.CANARY_ROLLOUTS.kind,
+            "apiVersion": r.CANARY_ROLLOUTS.api_version,
+            "kind": r.CANARY_ROLLOUTS.kind,
             "name": self.name,
             "uid": self.uid,
             "controller": True,
@@ -80,10 +86,7 @@ class Rollout:
         return f"{self.name}-{revision}"
 
     def labels(self, revision: str | None = None) -> dict[str, str]:
-        labels = {ROLLOUT_LABEL: self.name, MANAGED_BY_LABEL: MANAGED_BY}
-        if revision is not None:
-            labels[REVISION_LABEL] = revision
-        return labels
+        return owned_labels(self.name, revision)
 
 
 # --- Deployments -------------------------------------------------------------------------------
@@ -174,9 +177,9 @@ def _no_extra_containers(recorded: str, live: Obj) -> bool:
 
 def observe_revisions(kube: Kube, rollout: Rollout) -> dict[str, RevisionObserved]:
     deployments = kube.list(
-        k.DEPLOYMENTS,
+        r.DEPLOYMENTS,
         rollout.namespace,
-        label_selector=f"{ROLLOUT_LABEL}={rollout.name},{MANAGED_BY_LABEL}={MANAGED_BY}",
+        label_selector=owned_selector(rollout.name),
     )
     revisions = {}
     for deployment in deployments:
@@ -207,9 +210,9 @@ def create_revision(
 ) -> None:
     body = build_deployment(rollout, revision, template, replicas, min_ready_seconds)
     try:
-        kube.create(k.DEPLOYMENTS, rollout.namespace, body)
+        kube.create(r.DEPLOYMENTS, rollout.namespace, body)
     except k.ConflictError:
-        existing = kube.get(k.DEPLOYMENTS, rollout.namespace, rollout.deployment_name(revision))
+        existing = kube.get(r.DEPLOYMENTS, rollout.namespace, rollout.deployment_name(revision))
         if existing is None or not _ours(existing):
             raise OwnershipError(
                 "Deployment", rollout.deployment_name(revision), "metadata.name"
@@ -219,7 +222,7 @@ def create_revision(
 
 def scale_revision(kube: Kube, rollout: Rollout, revision: str, replicas: int) -> None:
     kube.patch(
-        k.DEPLOYMENTS,
+        r.DEPLOYMENTS,
         rollout.namespace,
         rollout.deployment_name(revision),
         {"spec": {"replicas": replicas}},
@@ -229,14 +232,14 @@ def scale_revision(kube: Kube, rollout: Rollout, revision: str, replicas: int) -
 def restore_revision(kube: Kube, rollout: Rollout, revision: str) -> None:
     """Put back the template the revision was created from."""
     name = rollout.deployment_name(revision)
-    deployment = kube.get(k.DEPLOYMENTS, rollout.namespace, name)
+    deployment = kube.get(r.DEPLOYMENTS, rollout.namespace, name)
     if deployment is None:
         return
     recorded = deployment["metadata"].get("annotations", {}).get(TEMPLATE_ANNOTATION)
     if not recorded:
         return
     kube.patch(
-        k.DEPLOYMENTS,
+        r.DEPLOYMENTS,
         rollout.namespace,
         name,
         [{"op": "replace", "path": "/spec/template", "value": json.loads(recorded)}],
@@ -245,7 +248,7 @@ def restore_revision(kube: Kube, rollout: Rollout, revision: str) -> None:
 
 
 def delete_revision(kube: Kube, rollout: Rollout, revision: str) -> None:
-    kube.delete(k.DEPLOYMENTS, rollout.namespace, rollout.deployment_name(revision))
+    kube.delete(r.DEPLOYMENTS, rollout.namespace, rollout.deployment_name(revision))
 
 
 def _ours(obj: Obj) -> bool:
@@ -311,9 +314,9 @@ def ensure_services(
     cache = observed if observed is not None else {}
     for desired in desired_services(rollout, stable, canary):
         name = desired["metadata"]["name"]
-        live = cache[name] if name in cache else kube.get(k.SERVICES, rollout.namespace, name)
+        live = cache[name] if name in cache else kube.get(r.SERVICES, rollout.namespace, name)
         if live is None:
-            cache[name] = kube.create(k.SERVICES, rollout.namespace, desired)
+            cache[name] = kube.create(r.SERVICES, rollout.namespace, desired)
             writes += 1
             continue
         if not _ours(live):
@@ -327,7 +330,7 @@ def ensure_services(
             or live_ports != wanted_ports
         ):
             cache[name] = kube.patch(
-                k.SERVICES,
+                r.SERVICES,
                 rollout.namespace,
                 name,
                 [
@@ -355,7 +358,7 @@ def selected_revision(live: Obj | None) -> str | None:
 def ready_endpoints(kube: Kube, rollout: Rollout, service: str) -> dict[str, int]:
     """Ready endpoints of a Service, counted by revision (read from the pods' names)."""
     slices = kube.list(
-        k.ENDPOINT_SLICES,
+        r.ENDPOINT_SLICES,
         rollout.namespace,
         label_selector=f"kubernetes.io/service-name={service}",
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from coalmine import analyses
+from coalmine.resources import ANALYSIS_TEMPLATES
 from devenv import cluster
 from devenv.manifests import SELECTOR, error_rate_metric, min_sample
 from devenv.traffic import ServiceTraffic
@@ -216,7 +216,7 @@ def test_a_shared_analysis_template_with_arguments(
     """An AnalysisTemplate in the namespace, referenced by name with an argument."""
     metric = error_rate(successCondition="result < double(args.maxErrorRate)")
     kube.raw.create(
-        analyses.ANALYSIS_TEMPLATES,
+        ANALYSIS_TEMPLATES,
         namespace,
         {
             "apiVersion": "coalmine.dev/v1alpha1",

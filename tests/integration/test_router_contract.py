@@ -346,7 +346,7 @@ class World:
         return all(self.api.get(r, self.namespace, n) is None for r, n in self.case.owned)
 
 
-def _world(api: Kube, namespace: str, case: Case) -> World:
+def _world(api: Kube, namespace: str, case_name: str, case: Case) -> World:
     owner = api.create(
         CONFIG_MAPS,
         namespace,
@@ -374,7 +374,7 @@ def _world(api: Kube, namespace: str, case: Case) -> World:
         port=80,
         stable_revision="rev1",
         canary_revision="rev2",
-        config=case.config,
+        config=ROUTERS[case_name].config.model_validate(case.config),
     )
     world = World(api=api, namespace=namespace, target=target, case=case)
     if case.user is not None:
@@ -389,7 +389,7 @@ def _world(api: Kube, namespace: str, case: Case) -> World:
 
 
 def _weighted_contract(name: str, w: World) -> None:
-    router, api, target = ROUTERS[name], w.api, w.target
+    router, api, target = ROUTERS[name].router, w.api, w.target
     assert router.read_weight(api, target) == 0, "a fresh ensure starts on the stable revision"
     for weight in WEIGHTS:
         router.set_weight(api, target, weight)
@@ -423,7 +423,7 @@ def _weighted_contract(name: str, w: World) -> None:
 def _wait_for_share(w: World, *, pods: int, expected: int) -> None:
     def seen() -> tuple[int, int | None]:
         ready = ready_endpoints_by_pod_prefix(w.api, w.namespace, ROOT)
-        return len(ready), ROUTERS["replicaRatio"].read_weight(w.api, w.target)
+        return len(ready), ROUTERS["replicaRatio"].router.read_weight(w.api, w.target)
 
     wait_for(
         seen,
@@ -434,7 +434,7 @@ def _wait_for_share(w: World, *, pods: int, expected: int) -> None:
 
 
 def _replica_ratio_contract(name: str, w: World) -> None:
-    router, api, target, ns = ROUTERS[name], w.api, w.target, w.namespace
+    router, api, target, ns = ROUTERS[name].router, w.api, w.target, w.namespace
     api.create(k.DEPLOYMENTS, ns, _deployment(ns, "rev1", 4))
     api.create(k.DEPLOYMENTS, ns, _deployment(ns, "rev2", 0))
     for stable, canary, expected in ((4, 0, 0), (3, 1, 25), (2, 2, 50)):
@@ -449,9 +449,11 @@ def _replica_ratio_contract(name: str, w: World) -> None:
 
 
 def _refusals(name: str, w: World) -> None:
-    router, api = ROUTERS[name], w.api
+    router, api = ROUTERS[name].router, w.api
     for refusal in w.case.refusals:
-        target = dataclasses.replace(w.target, config=refusal.config)
+        target = dataclasses.replace(
+            w.target, config=ROUTERS[name].config.model_validate(refusal.config)
+        )
         kept = [
             (resource, api.create(resource, w.namespace, body))
             for resource, body in refusal.setup(w.namespace)
@@ -470,16 +472,16 @@ def _refusals(name: str, w: World) -> None:
 @pytest.mark.parametrize("name", sorted(ROUTERS))
 def test_router_contract(name: str, kube: Cluster, namespace: str) -> None:
     assert set(ROUTERS) == set(CASES), "every router in the registry needs a case here"
-    router, case = ROUTERS[name], CASES[name]
+    router, case = ROUTERS[name].router, CASES[name]
     api = Kube(kube.api)
-    w = _world(api, namespace, case)
+    w = _world(api, namespace, name, case)
 
     router.ensure(api, w.target)
     writes = _writes(api)
     router.ensure(api, w.target)
     assert _writes(api) == writes, "a second ensure must find nothing to write"
 
-    if router.weighted:
+    if ROUTERS[name].config.weighted:
         _weighted_contract(name, w)
     else:
         _replica_ratio_contract(name, w)

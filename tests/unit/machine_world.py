@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from coalmine import machine as m
+from coalmine.api.vocabulary import Control, StepAction
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -33,7 +34,7 @@ class World:
     weight: int | None = None  # what a weighted router holds
     stable_service: str | None = None
     canary_service: str | None = None
-    controls: dict[str, str] = field(default_factory=dict)
+    controls: dict[Control, str] = field(default_factory=dict)
     events: list[m.EmitEvent] = field(default_factory=list)
     history: list[tuple[m.Observed, m.Decision]] = field(default_factory=list)
     broken_revisions: set[str] = field(default_factory=set)
@@ -126,7 +127,7 @@ class World:
         self.plan = replace(self.plan, revision=revision)
 
     def control(self, name: str, token: str) -> None:
-        self.controls[name] = token
+        self.controls[Control(name)] = token
 
     def reasons(self) -> list[str]:
         return [e.reason for e in self.events]
@@ -134,10 +135,10 @@ class World:
 
 def plan(revision: str = "rev1", *, weighted: bool = True, **overrides: object) -> m.Plan:
     steps = (
-        m.Step(m.StepKind.SET_WEIGHT, weight=20),
-        m.Step(m.StepKind.PAUSE, pause_seconds=30),
-        m.Step(m.StepKind.SET_WEIGHT, weight=50),
-        m.Step(m.StepKind.PAUSE),
+        m.Step(StepAction.SET_WEIGHT, weight=20),
+        m.Step(StepAction.PAUSE, pause_seconds=30),
+        m.Step(StepAction.SET_WEIGHT, weight=50),
+        m.Step(StepAction.PAUSE),
     )
     base = m.Plan(revision=revision, replicas=4, steps=steps, weighted=weighted)
     return replace(base, **overrides)  # type: ignore[arg-type]

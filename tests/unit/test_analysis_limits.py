@@ -17,13 +17,13 @@ from coalmine.analysis.evaluate import Measurement, MeasurementOutcome
 from coalmine.analysis.limits import (
     HISTORY_LIMIT,
     MetricRecord,
-    MetricVerdict,
     analysis_verdict,
     metric_verdict,
     next_measurement_at,
     verdict,
 )
 from coalmine.analysis.spec import Metric
+from coalmine.api.vocabulary import AnalysisVerdict
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 OUTCOMES = {
@@ -32,11 +32,11 @@ OUTCOMES = {
     "I": MeasurementOutcome.INCONCLUSIVE,
     "E": MeasurementOutcome.ERROR,
 }
-RUNNING = MetricVerdict.RUNNING
-SUCCESSFUL = MetricVerdict.SUCCESSFUL
-FAILED = MetricVerdict.FAILED
-INCONCLUSIVE = MetricVerdict.INCONCLUSIVE
-ERROR = MetricVerdict.ERROR
+RUNNING = AnalysisVerdict.RUNNING
+SUCCESSFUL = AnalysisVerdict.SUCCESSFUL
+FAILED = AnalysisVerdict.FAILED
+INCONCLUSIVE = AnalysisVerdict.INCONCLUSIVE
+ERROR = AnalysisVerdict.ERROR
 
 
 def measurements(letters: str, *, every: timedelta = timedelta(seconds=30)) -> list[Measurement]:
@@ -84,7 +84,7 @@ def metric(**fields: Any) -> Metric:
         ("SSSF", {"count": 3}, FAILED),
     ],
 )
-def test_the_limits(letters: str, limits: dict[str, Any], expected: MetricVerdict) -> None:
+def test_the_limits(letters: str, limits: dict[str, Any], expected: AnalysisVerdict) -> None:
     assert verdict(record(letters), **limits) is expected
 
 
@@ -110,7 +110,7 @@ def test_metric_verdict_reads_the_limits_from_the_metric() -> None:
     ],
 )
 def test_an_analysis_is_as_bad_as_its_worst_metric(
-    verdicts: list[MetricVerdict], expected: MetricVerdict
+    verdicts: list[AnalysisVerdict], expected: AnalysisVerdict
 ) -> None:
     assert analysis_verdict(verdicts) is expected
 
@@ -164,7 +164,7 @@ limits = st.fixed_dictionaries(
 SEVERITY = {SUCCESSFUL: 1, INCONCLUSIVE: 2, ERROR: 3, FAILED: 4}
 
 
-def verdicts_along(sequence: str, limit: dict[str, Any]) -> list[MetricVerdict]:
+def verdicts_along(sequence: str, limit: dict[str, Any]) -> list[AnalysisVerdict]:
     folded, found = MetricRecord(), [verdict(MetricRecord(), **limit)]
     for measurement in measurements(sequence):
         folded = folded.add(measurement)
@@ -231,9 +231,9 @@ def test_the_history_is_bounded_and_the_counters_are_not(sequence: str, keep: in
     assert verdict(kept, count=3) is verdict(record(sequence), count=3)
 
 
-@given(st.lists(st.sampled_from(list(MetricVerdict)), max_size=6), st.randoms())
+@given(st.lists(st.sampled_from(list(AnalysisVerdict)), max_size=6), st.randoms())
 def test_the_analysis_verdict_ignores_the_order_of_metrics(
-    verdicts: list[MetricVerdict], random: Any
+    verdicts: list[AnalysisVerdict], random: Any
 ) -> None:
     shuffled = list(verdicts)
     random.shuffle(shuffled)

@@ -25,7 +25,7 @@ from coalmine.analysis.spec import (
     ResolvedMetric,
     resolve,
 )
-from coalmine.models import SpecError
+from coalmine.api.errors import SpecError
 
 QUERY = 'sum(rate(http_requests_total{namespace="{{namespace}}"}[{{interval}}]))'
 BASELINE_QUERY = 'sum(rate(http_requests_total{coalmine_revision="{{revision}}"}[{{interval}}]))'

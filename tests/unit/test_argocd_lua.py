@@ -7,7 +7,7 @@ in Argo CD, so the runtime here is cut down the same way before any script runs.
 
 The objects the scripts read are not hand-written: the operator's own code makes them. The pure
 state machine decides (driven through the simulated world of the machine tests), and
-``coalmine.status`` turns each decision into the status exactly as ``reconcile`` writes it, so a
+``coalmine.translate`` turns each decision into the status exactly as ``reconcile`` writes it, so a
 renamed status field or phase breaks these tests instead of Argo CD users' dashboards. The same
 simulation then takes the actions' output back, which checks that the annotations the actions
 write are the ones the operator acts on.
@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
-from coalmine import status as s
-from coalmine.models import API_VERSION, KIND, CanaryRollout, CanaryRolloutStatus, SpecError
+from coalmine import translate as s
+from coalmine.api.errors import SpecError
+from coalmine.api.resource import API_VERSION, KIND, CanaryRollout
+from coalmine.api.status import CanaryRolloutStatus
 
 from .machine_world import EPOCH, World
 

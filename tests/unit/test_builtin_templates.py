@@ -28,7 +28,7 @@ from coalmine.analysis.spec import (
     NoDataPolicy,
     resolve,
 )
-from coalmine.models import SpecError
+from coalmine.api.errors import SpecError
 
 REPO = Path(__file__).resolve().parents[2]
 DIRECTORY = REPO / "deploy" / "analysis"

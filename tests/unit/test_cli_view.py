@@ -25,10 +25,13 @@ import pytest
 
 from coalmine import kube as k
 from coalmine import workloads
+from coalmine.api.status import CanaryRolloutStatus
+from coalmine.api.template import revision_hash
+from coalmine.api.vocabulary import Control
 from coalmine.cli import commands, view
 from coalmine.cli.commands import CliError, KeptRevision, Session
 from coalmine.kube import Kube, KubeError, NotFoundError, Obj
-from coalmine.models import CanaryRolloutStatus, Control, revision_hash
+from coalmine.labels import REVISION_LABEL, TEMPLATE_ANNOTATION
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -310,7 +313,7 @@ def test_view_shows_old_revisions_that_still_run_pods() -> None:
         deployment("v3", replicas=1, ready=1),
         deployment("v3", replicas=0, ready=None),
     ]
-    deployments[3]["metadata"]["labels"][workloads.REVISION_LABEL] = "0000000000"
+    deployments[3]["metadata"]["labels"][REVISION_LABEL] = "0000000000"
     text = lines_of(view.rollout_view(rollout(paused_status()), deployments, now=NOW))
     assert f"Old: {V3} 1/1 pods ready (scaling down)" in text
     assert not any("0000000000" in line for line in text), "scaled to zero: nothing to say"
@@ -501,10 +504,6 @@ def test_completion_says_why_it_failed() -> None:
     )
 
 
-def test_the_view_uses_the_operators_revision_label() -> None:
-    assert view.REVISION_LABEL == workloads.REVISION_LABEL
-
-
 # --- commands: kubeconfig and namespace ------------------------------------------------------
 
 
@@ -605,7 +604,7 @@ def test_revisions_are_named_in_full_or_by_a_unique_prefix() -> None:
 def test_undo_rebuilds_the_exact_template_of_a_revision(pod: dict[str, Any]) -> None:
     revision = revision_hash(pod)
     obj = workloads.build_deployment(WORKLOAD, revision, pod, 0)
-    recorded = obj["metadata"]["annotations"][workloads.TEMPLATE_ANNOTATION]
+    recorded = obj["metadata"]["annotations"][TEMPLATE_ANNOTATION]
     restored = commands.restore_template(recorded, revision)
     assert restored == pod
     assert revision_hash(restored) == revision

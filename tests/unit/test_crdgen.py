@@ -25,19 +25,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from coalmine import crdgen
-from coalmine.models import (
-    CATEGORIES,
-    GO_DURATION_PATTERN,
-    INT32_MAX,
-    SHORT_NAMES,
-    CanaryRollout,
-    CanaryRolloutSpec,
-    Control,
-    RouterKind,
-    SpecError,
-    StepAction,
-    parse_duration,
-)
+from coalmine.api.durations import parse_duration
+from coalmine.api.errors import SpecError
+from coalmine.api.limits import GO_DURATION_PATTERN, INT32_MAX
+from coalmine.api.resource import CATEGORIES, SHORT_NAMES, CanaryRollout
+from coalmine.api.spec import CanaryRolloutSpec
+from coalmine.api.vocabulary import Control, StepAction
+from coalmine.routers.registry import ROUTERS
 from tests.unit.test_models import FULL, MINIMAL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -289,7 +283,7 @@ def test_docs_cover_every_field_and_value() -> None:
         for value in node.get("enum", []):
             assert f"`{value}`" in docs, f"docs/resource.md does not explain {path} {value}"
     for control in Control:
-        assert f"`{control.value}`" in docs
+        assert f"`{control.annotation}`" in docs
 
 
 # --- CEL rules: form and cost ------------------------------------------------------------------
@@ -593,7 +587,7 @@ ROUTER_VALUES: dict[str, object] = {
 
 @pytest.mark.parametrize(
     "routers",
-    [c for n in range(3) for c in itertools.combinations([r.value for r in RouterKind], n)],
+    [c for n in range(3) for c in itertools.combinations(list(ROUTERS), n)],
     ids=lambda c: "+".join(c) or "none",
 )
 def test_router_rule_agrees_with_the_models(routers: tuple[str, ...]) -> None:

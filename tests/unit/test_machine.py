@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coalmine import machine as m
+from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, StepAction
 
 from .machine_world import Deployment, World, plan
 
@@ -18,7 +19,7 @@ MODES = pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "rep
 def started(weighted: bool = True, **overrides: object) -> World:
     world = World(plan("rev1", weighted=weighted, **overrides))
     world.settle()
-    assert world.memory.phase == m.Phase.HEALTHY
+    assert world.memory.phase == Phase.HEALTHY
     return world
 
 
@@ -30,7 +31,7 @@ def test_first_apply_becomes_stable_at_once_routed_fully(weighted: bool) -> None
     assert world.memory.canary is None
     assert m.CreateRevision("rev1", 4) in first.actions
     world.settle()
-    assert world.memory.phase == m.Phase.HEALTHY
+    assert world.memory.phase == Phase.HEALTHY
     assert world.observe().weight == 0
     assert "RevisionCreated" in world.reasons()
 
@@ -43,7 +44,7 @@ def test_a_new_template_walks_every_step_then_waits_for_promote(weighted: bool) 
     # setWeight 20 done, pause 30 s elapses, setWeight 50 done, then the indefinite pause.
     assert world.memory.canary == "rev2"
     assert world.memory.step == 3
-    assert world.memory.phase == m.Phase.PAUSED
+    assert world.memory.phase == Phase.PAUSED
     assert world.reasons().count("StepCompleted") == 3
     expected = 50 if weighted else m.ratio_weight(2, 2)
     assert world.observe().weight == expected
@@ -58,7 +59,7 @@ def test_promote_releases_the_indefinite_pause_and_promotes(weighted: bool) -> N
     world.settle()
     assert world.memory.stable == "rev2"
     assert world.memory.canary is None
-    assert world.memory.phase == m.Phase.HEALTHY
+    assert world.memory.phase == Phase.HEALTHY
     assert "Promoted" in world.reasons()
     assert world.stable_service == "rev2"
     assert world.observe().weight == 0
@@ -98,7 +99,7 @@ def test_abort_returns_traffic_to_stable_before_scaling_the_canary_down(weighted
     world.control("abort", "a1")
     decision = world.step()
     assert world.memory.aborted
-    assert world.memory.phase == m.Phase.DEGRADED
+    assert world.memory.phase == Phase.DEGRADED
     if weighted:
         assert m.SetWeight(0) in decision.actions
         assert m.ScaleRevision("rev2", 0) not in decision.actions
@@ -122,7 +123,7 @@ def test_retry_starts_an_aborted_canary_again_from_the_first_step(weighted: bool
     assert world.memory.step == 0
     world.settle()
     assert world.memory.step == 3
-    assert world.memory.phase == m.Phase.PAUSED
+    assert world.memory.phase == Phase.PAUSED
 
 
 def test_a_control_token_is_acted_on_exactly_once() -> None:
@@ -134,7 +135,7 @@ def test_a_control_token_is_acted_on_exactly_once() -> None:
     world.control("retry", "r1")
     world.settle()
     # The abort annotation is still there with the same token: it must not abort again.
-    assert world.controls["abort"] == "a1"
+    assert world.controls[Control.ABORT] == "a1"
     assert not world.memory.aborted
     assert world.reasons().count("Aborted") == 1
 
@@ -176,7 +177,7 @@ def test_changing_the_template_back_to_stable_rolls_the_canary_back(weighted: bo
     world.settle()
     assert world.memory.canary is None
     assert world.memory.stable == "rev1"
-    assert world.memory.phase == m.Phase.HEALTHY
+    assert world.memory.phase == Phase.HEALTHY
     assert "RolledBack" in world.reasons()
 
 
@@ -218,7 +219,7 @@ def test_timed_pause_asks_to_be_woken_when_it_ends() -> None:
         world.pods_become_ready()
     assert world.memory.step == 1
     decision = world.step()
-    assert world.memory.phase == m.Phase.PAUSED
+    assert world.memory.phase == Phase.PAUSED
     assert decision.requeue_after == pytest.approx(30, abs=1)
 
 
@@ -298,16 +299,14 @@ def test_deletion_can_leave_routing_as_it_is() -> None:
 
 
 ANALYSIS_STEPS = (
-    m.Step(m.StepKind.SET_WEIGHT, weight=20),
-    m.Step(m.StepKind.ANALYSIS),
-    m.Step(m.StepKind.SET_WEIGHT, weight=60),
-    m.Step(m.StepKind.PAUSE),
+    m.Step(StepAction.SET_WEIGHT, weight=20),
+    m.Step(StepAction.ANALYSIS),
+    m.Step(StepAction.SET_WEIGHT, weight=60),
+    m.Step(StepAction.PAUSE),
 )
 
 
-def verdict(
-    value: m.AnalysisVerdict, message: str = "error-rate 0.31 > 0.05"
-) -> m.AnalysisObserved:
+def verdict(value: AnalysisVerdict, message: str = "error-rate 0.31 > 0.05") -> m.AnalysisObserved:
     return m.AnalysisObserved(value, message)
 
 
@@ -317,15 +316,15 @@ def test_an_analysis_step_holds_until_its_verdict(weighted: bool) -> None:
     world.set_template("rev2")
     world.settle()
     assert world.memory.step == 1
-    assert world.memory.phase == m.Phase.PROGRESSING
-    world.step_analysis = verdict(m.AnalysisVerdict.RUNNING, "2/5 measured")
+    assert world.memory.phase == Phase.PROGRESSING
+    world.step_analysis = verdict(AnalysisVerdict.RUNNING, "2/5 measured")
     world.settle(rounds=10)
     assert world.memory.step == 1
-    world.step_analysis = verdict(m.AnalysisVerdict.SUCCESSFUL, "5/5 successful")
+    world.step_analysis = verdict(AnalysisVerdict.SUCCESSFUL, "5/5 successful")
     world.settle()
     final = world.memory
     assert final.step == 3
-    assert final.phase == m.Phase.PAUSED
+    assert final.phase == Phase.PAUSED
 
 
 @MODES
@@ -333,7 +332,7 @@ def test_a_failed_analysis_aborts_and_names_the_metric(weighted: bool) -> None:
     world = started(weighted, steps=ANALYSIS_STEPS)
     world.set_template("rev2")
     world.settle()
-    world.step_analysis = verdict(m.AnalysisVerdict.FAILED)
+    world.step_analysis = verdict(AnalysisVerdict.FAILED)
     world.settle()
     assert world.memory.aborted
     assert world.memory.abort_reason == "AnalysisFailed"
@@ -342,9 +341,9 @@ def test_a_failed_analysis_aborts_and_names_the_metric(weighted: bool) -> None:
     assert world.deployments["rev2"].replicas == 0
 
 
-@pytest.mark.parametrize("outcome", [m.AnalysisVerdict.INCONCLUSIVE, m.AnalysisVerdict.ERROR])
+@pytest.mark.parametrize("outcome", [AnalysisVerdict.INCONCLUSIVE, AnalysisVerdict.ERROR])
 def test_inconclusive_or_erroring_analysis_pauses_and_never_promotes(
-    outcome: m.AnalysisVerdict,
+    outcome: AnalysisVerdict,
 ) -> None:
     world = started(steps=ANALYSIS_STEPS)
     world.set_template("rev2")
@@ -354,7 +353,7 @@ def test_inconclusive_or_erroring_analysis_pauses_and_never_promotes(
         world.step()
         world.pods_become_ready()
         world.advance(10)
-    assert world.memory.phase == m.Phase.PAUSED
+    assert world.memory.phase == Phase.PAUSED
     assert world.memory.step == 1
     assert world.memory.stable == "rev1"
     world.control("promote", "p1")
@@ -365,10 +364,10 @@ def test_inconclusive_or_erroring_analysis_pauses_and_never_promotes(
 def test_background_analysis_failure_aborts_at_any_later_step() -> None:
     world = started(steps=ANALYSIS_STEPS, background_from_step=0)
     world.set_template("rev2")
-    world.step_analysis = verdict(m.AnalysisVerdict.SUCCESSFUL)
+    world.step_analysis = verdict(AnalysisVerdict.SUCCESSFUL)
     world.settle()
     assert world.memory.step == 3
-    world.background_analysis = verdict(m.AnalysisVerdict.FAILED, "p99 latency 0.9 s > 0.5 s")
+    world.background_analysis = verdict(AnalysisVerdict.FAILED, "p99 latency 0.9 s > 0.5 s")
     world.settle()
     assert world.memory.abort_reason == "AnalysisFailed"
     assert world.observe().weight == 0
@@ -403,19 +402,19 @@ EVENTS = st.lists(
         st.tuples(
             st.just("control"), st.sampled_from(["promote", "promote-full", "abort", "retry"])
         ),
-        st.tuples(st.just("analysis"), st.sampled_from(list(m.AnalysisVerdict))),
+        st.tuples(st.just("analysis"), st.sampled_from(list(AnalysisVerdict))),
     ),
     max_size=60,
 )
 
 STEPS = st.lists(
     st.one_of(
-        st.builds(lambda w: m.Step(m.StepKind.SET_WEIGHT, weight=w), st.integers(0, 100)),
+        st.builds(lambda w: m.Step(StepAction.SET_WEIGHT, weight=w), st.integers(0, 100)),
         st.builds(
-            lambda s: m.Step(m.StepKind.PAUSE, pause_seconds=s),
+            lambda s: m.Step(StepAction.PAUSE, pause_seconds=s),
             st.one_of(st.none(), st.integers(0, 60)),
         ),
-        st.just(m.Step(m.StepKind.ANALYSIS)),
+        st.just(m.Step(StepAction.ANALYSIS)),
     ),
     min_size=1,
     max_size=6,
@@ -494,7 +493,7 @@ def test_random_histories_keep_the_safety_rules(
                 tokens += 1
                 world.control(str(name), f"token-{tokens}")
             case ("analysis", outcome):
-                world.step_analysis = m.AnalysisObserved(m.AnalysisVerdict(str(outcome)), "judged")
+                world.step_analysis = m.AnalysisObserved(AnalysisVerdict(str(outcome)), "judged")
         decision = world.step()
         check_invariants(world, *world.history[-1][:1], decision)
         world.advance(0.5)
@@ -506,13 +505,13 @@ def test_random_histories_keep_the_safety_rules(
     waiting_for_analysis = (
         world.memory.canary is not None
         and world.memory.step < len(steps)
-        and steps[world.memory.step].kind == m.StepKind.ANALYSIS
+        and steps[world.memory.step].kind == StepAction.ANALYSIS
         and (world.step_analysis is None or world.step_analysis.verdict == "Running")
     )
-    settled = {m.Phase.HEALTHY, m.Phase.PAUSED, m.Phase.DEGRADED}
+    settled = {Phase.HEALTHY, Phase.PAUSED, Phase.DEGRADED}
     assert world.memory.phase in settled or waiting_for_analysis, world.memory
     assert world.memory.stable is not None
     assert world.memory.stable in world.deployments
-    if world.memory.phase == m.Phase.HEALTHY:
+    if world.memory.phase == Phase.HEALTHY:
         assert world.deployments[world.memory.stable].replicas == replicas
         assert world.observe().weight == 0

@@ -21,33 +21,26 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coalmine.models import (
-    API_VERSION,
-    GO_DURATION_PATTERN,
-    GROUP,
-    HISTORY_LIMIT,
-    MAX_STEPS,
-    VERSION,
-    CanaryRollout,
-    CanaryRolloutSpec,
-    CanaryRolloutStatus,
+from coalmine.api.durations import parse_duration
+from coalmine.api.errors import SpecError
+from coalmine.api.limits import GO_DURATION_PATTERN, HISTORY_LIMIT, MAX_STEPS
+from coalmine.api.resource import API_VERSION, GROUP, VERSION, CanaryRollout
+from coalmine.api.spec import CanaryRolloutSpec
+from coalmine.api.status import CanaryRolloutStatus, Controls
+from coalmine.api.template import images_of, revision_hash
+from coalmine.api.types import DocumentedEnum
+from coalmine.api.vocabulary import (
     ConditionStatus,
     ConditionType,
     Control,
-    Controls,
     DeletionPolicy,
-    DocumentedEnum,
     ImagePolicy,
     Outcome,
     Phase,
-    RouterKind,
-    SpecError,
     Stage,
     StepAction,
-    images_of,
-    parse_duration,
-    revision_hash,
 )
+from coalmine.routers.gateway_api import GatewayAPIRouting
 
 REPO = Path(__file__).resolve().parents[2]
 INVALID_DIR = REPO / "tests" / "manifests" / "invalid"
@@ -223,10 +216,9 @@ def test_full_manifest_parses_into_typed_fields() -> None:
     rollout = CanaryRollout.from_object(_load(FULL))
     spec, status = rollout.spec, rollout.status
 
-    assert spec.router is RouterKind.GATEWAY_API
-    assert spec.traffic_routing is not None
-    assert spec.traffic_routing.gateway_api is not None
-    assert spec.traffic_routing.gateway_api.namespace == "gateways"
+    assert spec.router == "gatewayAPI"
+    assert isinstance(spec.routing, GatewayAPIRouting)
+    assert spec.routing.namespace == "gateways"
     assert [step.action for step in spec.steps] == [
         StepAction.SET_WEIGHT,
         StepAction.PAUSE,
@@ -269,7 +261,7 @@ def test_defaults() -> None:
     assert spec.replicas == 1
     assert spec.image_policy is ImagePolicy.WARN
     assert spec.traffic_routing is None
-    assert spec.router is RouterKind.REPLICA_RATIO
+    assert spec.router == "replicaRatio"
     assert spec.analysis is None
     assert spec.min_ready_seconds == 0
     assert spec.progress_deadline_seconds == 600
@@ -286,24 +278,34 @@ def test_defaults() -> None:
 def test_explicit_replica_ratio_is_the_default_router() -> None:
     obj = _load(MINIMAL)
     obj["spec"]["trafficRouting"] = {"replicaRatio": {}}
-    assert CanaryRollout.from_object(obj).spec.router is RouterKind.REPLICA_RATIO
+    assert CanaryRollout.from_object(obj).spec.router == "replicaRatio"
 
 
 @pytest.mark.parametrize(
     ("routing", "kind"),
     [
-        ({"gatewayAPI": {"httpRoute": "shop"}}, RouterKind.GATEWAY_API),
-        ({"nginx": {"ingress": "shop"}}, RouterKind.NGINX),
-        ({"istio": {"virtualService": "shop", "routes": ["primary"]}}, RouterKind.ISTIO),
-        ({"smi": {"trafficSplit": "shop"}}, RouterKind.SMI),
-        ({"replicaRatio": {}}, RouterKind.REPLICA_RATIO),
-        ({}, RouterKind.REPLICA_RATIO),
+        ({"gatewayAPI": {"httpRoute": "shop"}}, "gatewayAPI"),
+        ({"nginx": {"ingress": "shop"}}, "nginx"),
+        ({"istio": {"virtualService": "shop", "routes": ["primary"]}}, "istio"),
+        ({"smi": {"trafficSplit": "shop"}}, "smi"),
+        ({"replicaRatio": {}}, "replicaRatio"),
     ],
 )
-def test_router_kind(routing: dict[str, Any], kind: RouterKind) -> None:
+def test_router_kind(routing: dict[str, Any], kind: str) -> None:
     obj = _load(MINIMAL)
     obj["spec"]["trafficRouting"] = routing
-    assert CanaryRollout.from_object(obj).spec.router is kind
+    assert CanaryRollout.from_object(obj).spec.router == kind
+
+
+@pytest.mark.parametrize("routing", [{}, {"linkerd": {"service": "shop"}}])
+def test_an_empty_or_unknown_router_is_refused_not_the_replica_ratio(
+    routing: dict[str, Any],
+) -> None:
+    """Regression: an unknown router key, pruned by the API server, silently meant replicaRatio."""
+    obj = _load(MINIMAL)
+    obj["spec"]["trafficRouting"] = routing
+    error = _spec_error(obj)
+    assert error.field.startswith("spec.trafficRouting")
 
 
 def test_python_names_work_as_well_as_camel_case() -> None:
@@ -352,7 +354,7 @@ def test_images_of() -> None:
 
 def test_example_parses() -> None:
     rollout = CanaryRollout.from_object(_load(EXAMPLE.read_text()))
-    assert rollout.spec.router is RouterKind.REPLICA_RATIO
+    assert rollout.spec.router == "replicaRatio"
     assert rollout.spec.template["spec"]["containers"][0]["image"] == "coalmine.dev/demo-app:v1"
     assert rollout.spec.template["spec"]["containers"][0]["ports"][0]["containerPort"] == 8080
     assert any(s.pause is not None and s.pause.length is None for s in rollout.spec.steps)
@@ -822,53 +824,19 @@ def test_step_count(count: int) -> None:
 
 
 def test_control_annotations() -> None:
-    assert [control.value for control in Control] == [
+    assert [control.annotation for control in Control] == [
         "coalmine.dev/abort",
         "coalmine.dev/retry",
         "coalmine.dev/promote-full",
         "coalmine.dev/promote",
     ]
-
-
-@pytest.mark.parametrize(
-    ("annotations", "handled", "pending"),
-    [
-        ({}, Controls(), {}),
-        ({"coalmine.dev/promote": "t1"}, Controls(), {Control.PROMOTE: "t1"}),
-        ({"coalmine.dev/promote": "t1"}, Controls(promote="t1"), {}),
-        ({"coalmine.dev/promote": "t2"}, Controls(promote="t1"), {Control.PROMOTE: "t2"}),
-        ({"coalmine.dev/promote": ""}, Controls(), {}),
-        ({"coalmine.dev/promote": "t1"}, Controls(promote_full="t1"), {Control.PROMOTE: "t1"}),
-        (
-            {"coalmine.dev/promote": "p", "coalmine.dev/abort": "a", "coalmine.dev/retry": "r"},
-            Controls(),
-            {Control.ABORT: "a", Control.RETRY: "r", Control.PROMOTE: "p"},
-        ),
-        (
-            {"coalmine.dev/promote-full": "x", "other/annotation": "y"},
-            Controls(),
-            {Control.PROMOTE_FULL: "x"},
-        ),
-    ],
-)
-def test_pending_controls(
-    annotations: dict[str, str], handled: Controls, pending: dict[Control, str]
-) -> None:
-    result = handled.pending(annotations)
-    assert result == pending
-    assert list(result) == [control for control in Control if control in pending]
-
-
-def test_a_recorded_token_is_not_pending_again() -> None:
-    rollout = CanaryRollout.from_object(_load(FULL))
-    assert rollout.pending_controls == {Control.PROMOTE: "token-2"}
-    for control, token in rollout.pending_controls.items():
-        rollout.status.controls.record(control, token)
-    assert rollout.pending_controls == {}
-    # Recorded in status, so it survives a restart.
-    again = CanaryRollout.from_object(rollout.to_object())
-    assert again.pending_controls == {}
-    assert again.status.controls.last(Control.PROMOTE) == "token-2"
+    assert [control.status_field for control in Control] == [
+        "abort",
+        "retry",
+        "promote_full",
+        "promote",
+    ]
+    assert set(Controls.model_fields) == {control.status_field for control in Control}
 
 
 # --- conditions ------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, base_functions
 
-from coalmine.models import Problem
+from coalmine.api.errors import Problem
 
 if TYPE_CHECKING:
     from coalmine.analysis.spec import Metric

@@ -57,7 +57,7 @@ from coalmine.analysis.cel import (
 )
 from coalmine.analysis.judge import JudgeResult, Verdict, mann_whitney
 from coalmine.analysis.spec import Judgement, Metric, NoDataPolicy
-from coalmine.models import DocumentedEnum
+from coalmine.api.types import DocumentedEnum
 
 _NO_ARGS: Mapping[str, str] = MappingProxyType({})
 

@@ -37,33 +37,10 @@ from typing import Final
 
 from coalmine.analysis.evaluate import Measurement, MeasurementOutcome
 from coalmine.analysis.spec import Metric
-from coalmine.models import DocumentedEnum
+from coalmine.api.vocabulary import AnalysisVerdict
 
 HISTORY_LIMIT: Final = 10
 """Measurements kept per metric for the status; the counters cover the rest."""
-
-
-class MetricVerdict(DocumentedEnum):
-    """Where a metric (or a whole analysis) stands."""
-
-    RUNNING = "Running", "more measurements are needed (or, without count, always)."
-    SUCCESSFUL = "Successful", "count measurements were judged within every limit."
-    FAILED = "Failed", "more Failed measurements than failureLimit: the canary is aborted."
-    INCONCLUSIVE = (
-        "Inconclusive",
-        "more Inconclusive measurements than inconclusiveLimit: the rollout pauses.",
-    )
-    ERROR = (
-        "Error",
-        "the latest consecutiveErrorLimit measurements were Errors: the rollout pauses, never "
-        "promotes, and resumes once a measurement works again.",
-    )
-
-    @property
-    def done(self) -> bool:
-        """Whether the verdict is final: the metric is measured no more (Running and Error are
-        not: an Error lifts when the metric source answers again)."""
-        return self not in (MetricVerdict.RUNNING, MetricVerdict.ERROR)
 
 
 @dataclass(frozen=True)
@@ -127,20 +104,20 @@ def verdict(
     failure_limit: int = 0,
     inconclusive_limit: int = 0,
     consecutive_error_limit: int = 4,
-) -> MetricVerdict:
+) -> AnalysisVerdict:
     """The verdict of a record under these limits (see the module docstring)."""
     if record.failed > failure_limit:
-        return MetricVerdict.FAILED
+        return AnalysisVerdict.FAILED
     if record.consecutive_errors >= consecutive_error_limit:
-        return MetricVerdict.ERROR
+        return AnalysisVerdict.ERROR
     if record.inconclusive > inconclusive_limit:
-        return MetricVerdict.INCONCLUSIVE
+        return AnalysisVerdict.INCONCLUSIVE
     if count is not None and record.judged >= count:
-        return MetricVerdict.SUCCESSFUL
-    return MetricVerdict.RUNNING
+        return AnalysisVerdict.SUCCESSFUL
+    return AnalysisVerdict.RUNNING
 
 
-def metric_verdict(metric: Metric, record: MetricRecord | Sequence[Measurement]) -> MetricVerdict:
+def metric_verdict(metric: Metric, record: MetricRecord | Sequence[Measurement]) -> AnalysisVerdict:
     """The verdict of a metric, from its record or from all its measurements."""
     if not isinstance(record, MetricRecord):
         record = MetricRecord.of(record)
@@ -154,13 +131,13 @@ def metric_verdict(metric: Metric, record: MetricRecord | Sequence[Measurement])
 
 
 _SEVERITY: Final = (
-    MetricVerdict.FAILED,
-    MetricVerdict.ERROR,
-    MetricVerdict.INCONCLUSIVE,
+    AnalysisVerdict.FAILED,
+    AnalysisVerdict.ERROR,
+    AnalysisVerdict.INCONCLUSIVE,
 )
 
 
-def analysis_verdict(verdicts: Iterable[MetricVerdict]) -> MetricVerdict:
+def analysis_verdict(verdicts: Iterable[AnalysisVerdict]) -> AnalysisVerdict:
     """The verdict of an analysis from its metrics' verdicts.
 
     Any Failed, else any Error, else any Inconclusive; else Successful when every metric is;
@@ -170,9 +147,9 @@ def analysis_verdict(verdicts: Iterable[MetricVerdict]) -> MetricVerdict:
     for severe in _SEVERITY:
         if severe in seen:
             return severe
-    if seen == {MetricVerdict.SUCCESSFUL}:
-        return MetricVerdict.SUCCESSFUL
-    return MetricVerdict.RUNNING
+    if seen == {AnalysisVerdict.SUCCESSFUL}:
+        return AnalysisVerdict.SUCCESSFUL
+    return AnalysisVerdict.RUNNING
 
 
 def next_measurement_at(

@@ -32,7 +32,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from coalmine.models import Problem
+from coalmine.api.errors import Problem
 
 if TYPE_CHECKING:
     from coalmine.analysis.spec import Metric

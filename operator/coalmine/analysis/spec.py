@@ -1,6 +1,6 @@
 """What users write to analyse a canary: metrics, analysis templates, and references to them.
 
-The models follow the conventions of `coalmine.models` (camelCase aliases, strict scalars, frozen,
+The models follow the conventions of `coalmine.api` (camelCase aliases, strict scalars, frozen,
 errors as a `SpecError` naming the dotted field), because they will be embedded in the
 CanaryRollout (`spec.analysis`, a step's `analysis`) and in the AnalysisTemplate and
 ClusterAnalysisTemplate resources, whose CRDs are generated from them.
@@ -34,7 +34,12 @@ from pydantic import (
 )
 
 from coalmine.analysis import cel, query
-from coalmine.models import (
+
+# Shared with the CanaryRollout models on purpose: the same base model, the same error paths
+# and the same wording, whichever resource the user got wrong.
+from coalmine.api.durations import parse_duration
+from coalmine.api.errors import Problem, SpecError, field_problem, problems_from
+from coalmine.api.limits import (
     DNS1123_LABEL_PATTERN,
     DNS1123_SUBDOMAIN_PATTERN,
     DURATION_MAX_LENGTH,
@@ -42,19 +47,8 @@ from coalmine.models import (
     LABEL_MAX_LENGTH,
     MAX_STEPS,
     NAME_MAX_LENGTH,
-    DocumentedEnum,
-    Problem,
-    SpecError,
-    parse_duration,
 )
-
-# Shared with the CanaryRollout models on purpose: the same base model, the same error paths
-# and the same wording, whichever resource the user got wrong.
-from coalmine.models import _field_problem as _field_problem
-from coalmine.models import _integral as _integral
-from coalmine.models import _plain as _plain
-from coalmine.models import _problems as _problems
-from coalmine.models import _SpecModel as _SpecModel
+from coalmine.api.types import DocumentedEnum, SpecModel, integral, plain_json
 
 # --- identity of the template resources ---------------------------------------------------
 
@@ -87,8 +81,8 @@ MIN_INTERVAL = timedelta(seconds=1)
 Number = Annotated[float, Strict(), AllowInfNan(False)]
 """A finite JSON number: 3 is 3.0, but "3", true, NaN and Infinity are refused."""
 
-NonNegative = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX), BeforeValidator(_integral)]
-Positive = Annotated[int, Strict(), Field(ge=1, le=INT32_MAX), BeforeValidator(_integral)]
+NonNegative = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX), BeforeValidator(integral)]
+Positive = Annotated[int, Strict(), Field(ge=1, le=INT32_MAX), BeforeValidator(integral)]
 
 
 def _duration(value: str, *, minimum: timedelta, what: str) -> str:
@@ -144,7 +138,7 @@ class Judgement(StrEnum):
 # --- a metric -----------------------------------------------------------------------------
 
 
-class PrometheusProvider(_SpecModel):
+class PrometheusProvider(SpecModel):
     """Measure with a PromQL query against a Prometheus server."""
 
     address: StrictStr | None = Field(
@@ -171,13 +165,13 @@ class PrometheusProvider(_SpecModel):
         return parse_duration(self.timeout)
 
 
-class Provider(_SpecModel):
+class Provider(SpecModel):
     """Where the numbers come from; Prometheus is the only provider so far."""
 
     prometheus: PrometheusProvider
 
 
-class ThresholdRange(_SpecModel):
+class ThresholdRange(SpecModel):
     """Shorthand judgement: Successful when min <= value <= max, Failed otherwise."""
 
     min: Number | None = None
@@ -189,9 +183,9 @@ class ThresholdRange(_SpecModel):
     @model_validator(mode="after")
     def _a_real_range(self) -> Self:
         if self.min is None and self.max is None:
-            raise _field_problem("", "set min, max or both")
+            raise field_problem("", "set min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise _field_problem(".min", f"must not be more than max ({self.min} > {self.max})")
+            raise field_problem(".min", f"must not be more than max ({self.min} > {self.max})")
         return self
 
     def contains(self, value: float) -> bool:
@@ -199,7 +193,7 @@ class ThresholdRange(_SpecModel):
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
-class MinSample(_SpecModel):
+class MinSample(SpecModel):
     """A second query that says whether there was enough traffic to judge at all."""
 
     query: StrictStr = Field(min_length=1, max_length=QUERY_MAX_LENGTH)
@@ -210,7 +204,7 @@ class MinSample(_SpecModel):
     """Below this value (or with no value at all) the measurement is no data (see noData)."""
 
 
-class MannWhitney(_SpecModel):
+class MannWhitney(SpecModel):
     """Compare the canary's values with the stable revision's with a Mann-Whitney U test."""
 
     confidence: Number = Field(default=0.95, gt=0.5, lt=1)
@@ -223,18 +217,18 @@ class MannWhitney(_SpecModel):
     direction: Direction = Direction.INCREASE
 
     min_points: Annotated[
-        int, Strict(), Field(ge=1, le=MAX_MIN_POINTS), BeforeValidator(_integral)
+        int, Strict(), Field(ge=1, le=MAX_MIN_POINTS), BeforeValidator(integral)
     ] = 10
     """Fewer points than this on either side make the measurement Inconclusive."""
 
 
-class Judge(_SpecModel):
+class Judge(SpecModel):
     """A statistical judgement of canary against stable; requires `baseline: true`."""
 
     mann_whitney: MannWhitney
 
 
-class Metric(_SpecModel):
+class Metric(SpecModel):
     """One metric: a query measured every interval and judged into an outcome.
 
     Exactly one judgement: successCondition and/or failureCondition (CEL), or thresholdRange,
@@ -310,37 +304,37 @@ class Metric(_SpecModel):
             if present
         ]
         if not chosen:
-            raise _field_problem(
+            raise field_problem(
                 "",
                 f"metric {self.name!r} needs a judgement: successCondition and/or "
                 "failureCondition, or thresholdRange, or judge",
             )
         if len(chosen) > 1:
             where = ".thresholdRange" if Judgement.THRESHOLD_RANGE in chosen else ".judge"
-            raise _field_problem(
+            raise field_problem(
                 where,
                 f"metric {self.name!r}: conditions, thresholdRange and judge exclude each other "
                 f"(found {' and '.join(chosen)})",
             )
         if self.judge is not None and not self.baseline:
-            raise _field_problem(
+            raise field_problem(
                 ".judge", f"metric {self.name!r}: a judge compares canary and stable: set baseline"
             )
         if self.threshold_range is not None and self.baseline:
-            raise _field_problem(
+            raise field_problem(
                 ".thresholdRange",
                 f"metric {self.name!r}: thresholdRange judges one value; with baseline, write a "
                 "condition on canary and stable (e.g. canary <= stable * 1.1)",
             )
         if self.count is not None and self.count < self.failure_limit + 1:
-            raise _field_problem(
+            raise field_problem(
                 ".count",
                 f"metric {self.name!r}: count {self.count} can never exceed failureLimit "
                 f"{self.failure_limit}; it must be at least {self.failure_limit + 1}",
             )
         problems = [*cel.validate(self), *query.validate(self)]
         if problems:
-            raise _field_problem(f".{problems[0].field}", problems[0].reason)
+            raise field_problem(f".{problems[0].field}", problems[0].reason)
         return self
 
     @property
@@ -370,7 +364,7 @@ ArgName = Annotated[
 ]
 
 
-class Argument(_SpecModel):
+class Argument(SpecModel):
     """An argument a template declares; without a value, every reference must pass one."""
 
     name: ArgName
@@ -380,7 +374,7 @@ class Argument(_SpecModel):
     """The default value (a string); omitted: the argument is required."""
 
 
-class ArgumentValue(_SpecModel):
+class ArgumentValue(SpecModel):
     """An argument passed to the templates of an analysis (and seen by its inline metrics)."""
 
     name: ArgName
@@ -393,7 +387,7 @@ def _unique(names: Iterable[str], what: str, field: str) -> None:
     seen: set[str] = set()
     for index, name in enumerate(names):
         if name in seen:
-            raise _field_problem(f".{field}[{index}].name", f"duplicate {what} {name!r}")
+            raise field_problem(f".{field}[{index}].name", f"duplicate {what} {name!r}")
         seen.add(name)
 
 
@@ -406,10 +400,10 @@ def _check_arg_references(metrics: tuple[Metric, ...], declared: Iterable[str]) 
             *query.validate(metric, path=path, arg_names=names),
         ]
         if problems:
-            raise _field_problem(f".{problems[0].field}", problems[0].reason)
+            raise field_problem(f".{problems[0].field}", problems[0].reason)
 
 
-class AnalysisTemplateSpec(_SpecModel):
+class AnalysisTemplateSpec(SpecModel):
     """The spec of an AnalysisTemplate (namespaced) or ClusterAnalysisTemplate: reusable metrics
     and the arguments they take."""
 
@@ -431,7 +425,7 @@ class AnalysisTemplateSpec(_SpecModel):
         return _parse(cls, spec, path)
 
 
-class TemplateRef(_SpecModel):
+class TemplateRef(SpecModel):
     """A reference to an AnalysisTemplate, or with clusterScope to a ClusterAnalysisTemplate."""
 
     name: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
@@ -445,7 +439,7 @@ class TemplateRef(_SpecModel):
         return CLUSTER_TEMPLATE_KIND if self.cluster_scope else TEMPLATE_KIND
 
 
-class AnalysisRef(_SpecModel):
+class AnalysisRef(SpecModel):
     """An analysis: metrics from templates and inline, with the arguments they get."""
 
     templates: tuple[TemplateRef, ...] = Field(default=(), max_length=MAX_TEMPLATE_REFS)
@@ -458,12 +452,12 @@ class AnalysisRef(_SpecModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if not self.templates and not self.metrics:
-            raise _field_problem("", "an analysis needs templates, metrics or both")
+            raise field_problem("", "an analysis needs templates, metrics or both")
         seen: set[tuple[str, bool]] = set()
         for index, ref in enumerate(self.templates):
             key = (ref.name, ref.cluster_scope)
             if key in seen:
-                raise _field_problem(
+                raise field_problem(
                     f".templates[{index}].name", f"{ref.kind} {ref.name!r} is referenced twice"
                 )
             seen.add(key)
@@ -483,18 +477,18 @@ class BackgroundAnalysis(AnalysisRef):
     the canary; a failure aborts the canary whatever step it is at."""
 
     starting_step: Annotated[
-        int, Strict(), Field(ge=0, le=MAX_STEPS), BeforeValidator(_integral)
+        int, Strict(), Field(ge=0, le=MAX_STEPS), BeforeValidator(integral)
     ] = 0
     """Index in spec.steps of the step at which the analysis starts (0: with the canary)."""
 
 
-_Model = TypeVar("_Model", bound=_SpecModel)
-# models.py words it for the CanaryRollout; a template is read here on its own.
+_Model = TypeVar("_Model", bound=SpecModel)
+# coalmine.api.resource words it for the CanaryRollout; a template is read here on its own.
 _UNKNOWN_FIELD = "unknown field (not in the analysis schema)"
 
 
 def _parse(model: type[_Model], obj: Mapping[str, Any], path: str) -> _Model:
-    plain = _plain(obj)
+    plain = plain_json(obj)
     try:
         return model.model_validate(plain)
     except ValidationError as error:
@@ -503,7 +497,7 @@ def _parse(model: type[_Model], obj: Mapping[str, Any], path: str) -> _Model:
             Problem(problem.field, _UNKNOWN_FIELD)
             if problem.reason.startswith("unknown field")
             else problem
-            for problem in _problems(error, prefix)
+            for problem in problems_from(error, prefix)
         )
         # pydantic also reports a tuple emptied by its one invalid item as too short; the
         # item's own problem is the one to read.

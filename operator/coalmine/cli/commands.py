@@ -35,13 +35,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from pydantic.alias_generators import to_camel
 
 from coalmine import kube as k
+from coalmine.api.durations import parse_duration
+from coalmine.api.resource import GROUP, PLURAL, VERSION
+from coalmine.api.template import images_of
+from coalmine.api.template import revision_hash as template_revision
+from coalmine.api.vocabulary import Control
 from coalmine.cli import view
 from coalmine.kube import ConflictError, Kube, KubeError, NotFoundError, Obj
-from coalmine.models import GROUP, PLURAL, VERSION, Control, images_of, parse_duration
-from coalmine.models import revision_hash as template_revision
-from coalmine.workloads import REVISION_LABEL, ROLLOUT_LABEL, TEMPLATE_ANNOTATION
+from coalmine.labels import REVISION_LABEL, ROLLOUT_LABEL, TEMPLATE_ANNOTATION
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,20 +65,6 @@ ARGO_CD_WARNING = (
     "drift: the application turns OutOfSync and self-heal may put the template back. Change the "
     "template in the Git source instead (git revert): a kept revision rolls back just as fast."
 )
-
-# status.controls is camelCase on the wire; Control.status_field is the model's attribute name.
-_HANDLED_FIELD: Mapping[Control, str] = {
-    Control.ABORT: "abort",
-    Control.RETRY: "retry",
-    Control.PROMOTE: "promote",
-    Control.PROMOTE_FULL: "promoteFull",
-}
-_VERB: Mapping[Control, str] = {
-    Control.ABORT: "abort",
-    Control.RETRY: "retry",
-    Control.PROMOTE: "promote",
-    Control.PROMOTE_FULL: "promote-full",
-}
 
 
 class CliError(Exception):
@@ -532,7 +522,7 @@ def parse_timeout(text: str) -> float:
 def wait_handled(session: Session, name: str, control: Control, token: str, timeout: str) -> int:
     """Until the operator records the token as handled: it applies the effect in that update."""
     deadline = time.monotonic() + parse_timeout(timeout)
-    field = _HANDLED_FIELD[control]
+    field = to_camel(control.status_field)  # status.controls is camelCase on the wire
     follower = Follower(session.kube, k.CANARY_ROLLOUTS, session.namespace, name=name)
     for snapshot in follower.run(deadline):
         rollout = snapshot.get(name)
@@ -558,13 +548,13 @@ def cmd_control(args: argparse.Namespace, session: Session) -> int:
     rollout = fetch_rollout(session, args.name)
     note = control_note(control, rollout.get("status") or {})
     token = uuid.uuid4().hex
-    patch = {"metadata": {"annotations": {control.value: token}}}
+    patch = {"metadata": {"annotations": {control.annotation: token}}}
     try:
         session.kube.patch(k.CANARY_ROLLOUTS, session.namespace, args.name, patch)
     except NotFoundError:
         raise missing(session, args.name) from None
-    session.say(f"canaryrollout {args.name}: {_VERB[control]} requested, token {token}")
-    session.say(f"  ({control.value}: the operator will {control.meaning})")
+    session.say(f"canaryrollout {args.name}: {control.value} requested, token {token}")
+    session.say(f"  ({control.annotation}: the operator will {control.meaning})")
     if note:
         session.warn(f"note: {note}")
     if args.wait:

@@ -15,12 +15,11 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from coalmine.labels import REVISION_LABEL
+
 Obj = Mapping[str, Any]
 
 MISSING = "-"
-# The same label as coalmine.workloads.REVISION_LABEL, repeated rather than imported: workloads
-# brings the API client along, and this module stays pure (a unit test keeps the two equal).
-REVISION_LABEL = "coalmine.dev/revision"
 
 # A condition is OK when it has the status listed here (Progressing is also OK when False with
 # reason Complete: the last canary finished). Types this CLI does not know are shown when False.

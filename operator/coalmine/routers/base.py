@@ -8,17 +8,24 @@ weights of the stable and canary backends) and own whatever they create.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from coalmine.kube import Kube, Obj
+from coalmine.api.types import SpecModel
+from coalmine.labels import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, owned_labels
+from coalmine.resources import Obj
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "coalmine"
-ROLLOUT_LABEL = "coalmine.dev/rollout"
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
 
 JsonPatch = list[dict[str, Any]]
+
+
+class RoutingConfig(SpecModel):
+    """A router's block of ``spec.trafficRouting``: each router declares its own, typed."""
+
+    weighted: ClassVar[bool] = True
+    """True when the weight lives in a routing object; False when replica counts realise it."""
 
 
 class RouterError(RuntimeError):
@@ -42,26 +49,23 @@ class Target:
     stable_service: str
     canary_service: str
     port: int
+    config: RoutingConfig
+    """The provider's block of ``spec.trafficRouting``, validated by its own model."""
     stable_revision: str | None = None
     canary_revision: str | None = None
-    config: Mapping[str, Any] = field(default_factory=dict)
-    """The provider's block of ``spec.trafficRouting`` (for example ``{"httpRoute": "shop"}``)."""
     field_path: str = "spec.trafficRouting"
 
     def owned_metadata(self, name: str) -> Obj:
         return {
             "name": name,
             "namespace": self.namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY, "coalmine.dev/rollout": self.rollout},
+            "labels": owned_labels(self.rollout),
             "ownerReferences": [self.owner],
         }
 
 
 class TrafficRouter(Protocol):
     """Puts a canary weight into routing objects and reads it back."""
-
-    weighted: bool
-    """True when the weight lives in a routing object; False when replica counts realise it."""
 
     def ensure(self, kube: Kube, target: Target) -> None:
         """Create what the router owns; check the user's objects. Raises RouterError."""

@@ -14,22 +14,47 @@ every parent has accepted the route's current generation.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from coalmine import kube as k
-from coalmine.kube import Kube, Obj
-from coalmine.routers.base import RouterError, Target, percentage, split
+from coalmine import resources as r
+from coalmine.resources import Obj
+
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
+from pydantic import Field, StrictStr
+
+from coalmine.api.limits import (
+    DNS1123_LABEL_PATTERN,
+    DNS1123_SUBDOMAIN_PATTERN,
+    LABEL_MAX_LENGTH,
+    NAME_MAX_LENGTH,
+)
+from coalmine.routers.base import RouterError, RoutingConfig, Target, percentage, split
+
+
+class GatewayAPIRouting(RoutingConfig):
+    """Split traffic with the backendRefs weights of a Gateway API HTTPRoute."""
+
+    http_route: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
+    """Name of the HTTPRoute whose rules send traffic to the Service."""
+
+    namespace: StrictStr | None = Field(
+        default=None, max_length=LABEL_MAX_LENGTH, pattern=DNS1123_LABEL_PATTERN
+    )
+    """Namespace of the HTTPRoute; the rollout's namespace when omitted."""
+
+
+def _config(target: Target) -> GatewayAPIRouting:
+    assert isinstance(target.config, GatewayAPIRouting)
+    return target.config
 
 
 def _route_name(target: Target) -> str:
-    name = target.config.get("httpRoute")
-    if not name:
-        raise RouterError(f"{target.field_path}.gatewayAPI.httpRoute", "must name an HTTPRoute")
-    return str(name)
+    return _config(target).http_route
 
 
 def _route_namespace(target: Target) -> str:
-    return str(target.config.get("namespace") or target.namespace)
+    return _config(target).namespace or target.namespace
 
 
 def _is(ref: dict[str, Any], service: str) -> bool:
@@ -40,18 +65,18 @@ def _is(ref: dict[str, Any], service: str) -> bool:
     )
 
 
-def _refs(route: Obj, target: Target) -> list[tuple[int, int, int, int]]:
-    """(rule, stable index, canary index, port) for every rule that routes to the stable."""
+def _refs(route: Obj, target: Target) -> list[tuple[int, int, int]]:
+    """(rule, stable index, canary index) for every rule that routes to the stable Service."""
     found = []
-    for r, rule in enumerate(route.get("spec", {}).get("rules") or []):
+    for index, rule in enumerate(route.get("spec", {}).get("rules") or []):
         refs = rule.get("backendRefs") or []
         stable = [i for i, ref in enumerate(refs) if _is(ref, target.stable_service)]
         canary = [i for i, ref in enumerate(refs) if _is(ref, target.canary_service)]
         if stable and canary:
-            found.append((r, stable[0], canary[0], 0))
+            found.append((index, stable[0], canary[0]))
         elif stable:
             raise RouterError(
-                f"HTTPRoute {route['metadata']['name']} spec.rules[{r}].backendRefs",
+                f"HTTPRoute {route['metadata']['name']} spec.rules[{index}].backendRefs",
                 f"routes to Service {target.stable_service} but not to "
                 f"{target.canary_service}; list both (the canary with weight 0)",
             )
@@ -59,11 +84,9 @@ def _refs(route: Obj, target: Target) -> list[tuple[int, int, int, int]]:
 
 
 class GatewayAPIRouter:
-    weighted = True
-
-    def _route(self, kube: Kube, target: Target) -> tuple[Obj, list[tuple[int, int, int, int]]]:
+    def _route(self, kube: Kube, target: Target) -> tuple[Obj, list[tuple[int, int, int]]]:
         name = _route_name(target)
-        route = kube.get(k.HTTP_ROUTES, _route_namespace(target), name)
+        route = kube.get(r.HTTP_ROUTES, _route_namespace(target), name)
         if route is None:
             raise RouterError(
                 f"{target.field_path}.gatewayAPI.httpRoute",
@@ -85,7 +108,7 @@ class GatewayAPIRouter:
         route, refs = self._route(kube, target)
         stable_weight, canary_weight = split(weight)
         patch: list[dict[str, Any]] = []
-        for rule, stable, canary, _ in refs:
+        for rule, stable, canary in refs:
             base = f"/spec/rules/{rule}/backendRefs"
             patch += [
                 {"op": "test", "path": f"{base}/{stable}/name", "value": target.stable_service},
@@ -94,7 +117,7 @@ class GatewayAPIRouter:
                 {"op": "add", "path": f"{base}/{canary}/weight", "value": canary_weight},
             ]
         kube.patch(
-            k.HTTP_ROUTES,
+            r.HTTP_ROUTES,
             _route_namespace(target),
             route["metadata"]["name"],
             patch,
@@ -104,7 +127,7 @@ class GatewayAPIRouter:
     def read_weight(self, kube: Kube, target: Target) -> int | None:
         route, refs = self._route(kube, target)
         weights = set()
-        for rule, stable, canary, _ in refs:
+        for rule, stable, canary in refs:
             backend_refs = route["spec"]["rules"][rule]["backendRefs"]
             weights.add(
                 percentage(

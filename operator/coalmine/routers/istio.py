@@ -23,11 +23,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from coalmine import kube as k
-from coalmine.kube import Kube, Obj
-from coalmine.routers.base import RouterError, Target, percentage, split
+from coalmine import resources as r
+from coalmine.resources import Obj
+
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
+from pydantic import Field, StrictStr
+
+from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, MAX_ISTIO_ROUTES, NAME_MAX_LENGTH
+from coalmine.routers.base import RouterError, RoutingConfig, Target, percentage, split
 
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -63,26 +69,35 @@ class RouteRef:
     canary_host: str
 
 
+class IstioRouting(RoutingConfig):
+    """Split traffic with the route weights of an Istio VirtualService."""
+
+    virtual_service: StrictStr = Field(
+        max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN
+    )
+    """Name of the VirtualService, in the rollout's namespace."""
+
+    routes: tuple[Annotated[StrictStr, Field(min_length=1, max_length=NAME_MAX_LENGTH)], ...] = (
+        Field(min_length=1, max_length=MAX_ISTIO_ROUTES)
+    )
+    """Names of the HTTP routes in the VirtualService whose weights coalmine sets."""
+
+
 def _field(target: Target, key: str) -> str:
     return f"{target.field_path}.istio.{key}"
 
 
+def _config(target: Target) -> IstioRouting:
+    assert isinstance(target.config, IstioRouting)
+    return target.config
+
+
 def virtual_service_name(target: Target) -> str:
-    name = target.config.get("virtualService")
-    if not name or not isinstance(name, str):
-        raise RouterError(_field(target, "virtualService"), "must name a VirtualService")
-    return name
+    return _config(target).virtual_service
 
 
 def route_names(target: Target) -> list[str]:
-    names = target.config.get("routes")
-    if (
-        not isinstance(names, list | tuple)
-        or not names
-        or not all(isinstance(name, str) and name for name in names)
-    ):
-        raise RouterError(_field(target, "routes"), "must name at least one HTTP route")
-    return [str(name) for name in names]
+    return list(_config(target).routes)
 
 
 def find_routes(virtual_service: Obj, target: Target) -> list[RouteRef]:
@@ -185,11 +200,9 @@ def holds(virtual_service: Obj, refs: list[RouteRef], weight: int) -> bool:
 
 
 class IstioRouter:
-    weighted = True
-
     def _virtual_service(self, kube: Kube, target: Target) -> tuple[Obj, list[RouteRef]]:
         name = virtual_service_name(target)
-        virtual_service = kube.get(k.VIRTUAL_SERVICES, target.namespace, name)
+        virtual_service = kube.get(r.VIRTUAL_SERVICES, target.namespace, name)
         if virtual_service is None:
             raise RouterError(
                 _field(target, "virtualService"),
@@ -205,7 +218,7 @@ class IstioRouter:
         if holds(virtual_service, refs, weight):
             return  # already there: no write, no new generation for the mesh to push
         kube.patch(
-            k.VIRTUAL_SERVICES,
+            r.VIRTUAL_SERVICES,
             target.namespace,
             virtual_service["metadata"]["name"],
             weight_patch(refs, weight),

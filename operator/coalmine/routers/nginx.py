@@ -24,11 +24,19 @@ rollout, and until then it keeps sending whatever share it was sending.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
-from coalmine import kube as k
-from coalmine.kube import Kube, Obj
+from coalmine import resources as r
+from coalmine.resources import Obj
+
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
+from pydantic import Field, StrictStr
+
+from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, NAME_MAX_LENGTH
 from coalmine.routers.base import (
     RouterError,
+    RoutingConfig,
     Target,
     belongs_to,
     owned_patch,
@@ -42,7 +50,6 @@ WEIGHT_ANNOTATION = "nginx.ingress.kubernetes.io/canary-weight"
 # the canary must be picked up by the same controller as the Ingress it shadows.
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 CANARY_SUFFIX = "-canary"
-NAME_MAX_LENGTH = 253
 
 # --- the canary Ingress, derived from the user's ---------------------------------------------
 
@@ -51,11 +58,16 @@ def _field(target: Target) -> str:
     return f"{target.field_path}.nginx.ingress"
 
 
+class NginxRouting(RoutingConfig):
+    """Split traffic with a canary Ingress beside an ingress-nginx Ingress."""
+
+    ingress: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
+    """Name of the Ingress that routes to the Service; coalmine adds a canary Ingress beside it."""
+
+
 def ingress_name(target: Target) -> str:
-    name = target.config.get("ingress")
-    if not name or not isinstance(name, str):
-        raise RouterError(_field(target), "must name an Ingress")
-    return name
+    assert isinstance(target.config, NginxRouting)
+    return target.config.ingress
 
 
 def canary_name(target: Target) -> str:
@@ -115,8 +127,8 @@ def canary_ingress(ingress: Obj, target: Target, weight: int) -> Obj:
     if legacy_class is not None:
         annotations[LEGACY_CLASS_ANNOTATION] = legacy_class
     return {
-        "apiVersion": k.INGRESSES.api_version,
-        "kind": k.INGRESSES.kind,
+        "apiVersion": r.INGRESSES.api_version,
+        "kind": r.INGRESSES.kind,
         "metadata": {**target.owned_metadata(canary_name(target)), "annotations": annotations},
         "spec": canary_spec(ingress, target),
     }
@@ -138,11 +150,9 @@ def annotated_weight(ingress: Obj) -> int | None:
 
 
 class NginxRouter:
-    weighted = True
-
     def _user_ingress(self, kube: Kube, target: Target) -> Obj:
         name = ingress_name(target)
-        ingress = kube.get(k.INGRESSES, target.namespace, name)
+        ingress = kube.get(r.INGRESSES, target.namespace, name)
         if ingress is None:
             raise RouterError(_field(target), f"Ingress {target.namespace}/{name} does not exist")
         if (ingress["metadata"].get("annotations") or {}).get(CANARY_ANNOTATION) == "true":
@@ -154,7 +164,7 @@ class NginxRouter:
     def _canary(self, kube: Kube, target: Target) -> Obj | None:
         """The canary Ingress when there is one, refusing one that coalmine does not own."""
         name = canary_name(target)
-        current = kube.get(k.INGRESSES, target.namespace, name)
+        current = kube.get(r.INGRESSES, target.namespace, name)
         if current is not None and not belongs_to(current, target):
             raise RouterError(
                 _field(target),
@@ -168,13 +178,13 @@ class NginxRouter:
         ingress = self._user_ingress(kube, target)
         current = self._canary(kube, target)
         if current is None:
-            kube.create(k.INGRESSES, target.namespace, canary_ingress(ingress, target, weight or 0))
+            kube.create(r.INGRESSES, target.namespace, canary_ingress(ingress, target, weight or 0))
             return
         if weight is None:
             weight = annotated_weight(current) or 0
         patch = owned_patch(current, canary_ingress(ingress, target, weight))
         if patch:
-            kube.patch(k.INGRESSES, target.namespace, canary_name(target), patch, patch_type="json")
+            kube.patch(r.INGRESSES, target.namespace, canary_name(target), patch, patch_type="json")
 
     def ensure(self, kube: Kube, target: Target) -> None:
         self._sync(kube, target, None)
@@ -184,7 +194,7 @@ class NginxRouter:
         self._sync(kube, target, weight)
 
     def read_weight(self, kube: Kube, target: Target) -> int | None:
-        current = kube.get(k.INGRESSES, target.namespace, canary_name(target))
+        current = kube.get(r.INGRESSES, target.namespace, canary_name(target))
         if current is None or not belongs_to(current, target):
             return None
         return annotated_weight(current)
@@ -193,14 +203,14 @@ class NginxRouter:
         if not restore_stable:
             return  # the ownerReference lets the garbage collector remove it with the rollout
         name = canary_name(target)
-        current = kube.get(k.INGRESSES, target.namespace, name)
+        current = kube.get(r.INGRESSES, target.namespace, name)
         if current is None or not belongs_to(current, target):
             return
         if annotated_weight(current) not in (None, 0):
             # Weight 0 first, so the canary stops taking requests even if ingress-nginx is slow
             # to notice the deletion; the uid test keeps the write off a recreated namesake.
             kube.patch(
-                k.INGRESSES,
+                r.INGRESSES,
                 target.namespace,
                 name,
                 [
@@ -213,4 +223,4 @@ class NginxRouter:
                 ],
                 patch_type="json",
             )
-        kube.delete(k.INGRESSES, target.namespace, name)
+        kube.delete(r.INGRESSES, target.namespace, name)

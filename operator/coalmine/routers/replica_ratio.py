@@ -7,15 +7,28 @@ the canary revision.
 
 from __future__ import annotations
 
-from coalmine import kube as k
-from coalmine.kube import Kube
-from coalmine.routers.base import Target
+from typing import TYPE_CHECKING
+
+from coalmine import resources as r
+from coalmine.routers.base import RoutingConfig, Target
+
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
+
+
+class ReplicaRatioRouting(RoutingConfig):
+    """No router: traffic follows the ratio of canary to stable ready pods behind the Service.
+
+    `replicaRatio: {}` is what an omitted trafficRouting means, written explicitly.
+    """
+
+    weighted = False
 
 
 def ready_endpoints_by_pod_prefix(kube: Kube, namespace: str, service: str) -> list[str]:
     """Names of the pods behind ``service`` whose endpoints are ready."""
     slices = kube.list(
-        k.ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
+        r.ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
     )
     pods: set[str] = set()
     for endpoint_slice in slices:
@@ -28,8 +41,6 @@ def ready_endpoints_by_pod_prefix(kube: Kube, namespace: str, service: str) -> l
 
 
 class ReplicaRatioRouter:
-    weighted = False
-
     def ensure(self, kube: Kube, target: Target) -> None:
         # The Services it needs are the ones the operator keeps for every rollout.
         return None

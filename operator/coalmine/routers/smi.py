@@ -13,10 +13,19 @@ Service, so a split someone rewrote is never mistaken for one that holds the ask
 
 from __future__ import annotations
 
-from coalmine import kube as k
-from coalmine.kube import Kube, Obj
+from typing import TYPE_CHECKING
+
+from coalmine import resources as r
+from coalmine.resources import Obj
+
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
+from pydantic import Field, StrictStr
+
+from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, NAME_MAX_LENGTH
 from coalmine.routers.base import (
     RouterError,
+    RoutingConfig,
     Target,
     belongs_to,
     owned_patch,
@@ -29,11 +38,16 @@ def _field(target: Target) -> str:
     return f"{target.field_path}.smi.trafficSplit"
 
 
+class SMIRouting(RoutingConfig):
+    """Split traffic with an SMI TrafficSplit."""
+
+    traffic_split: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
+    """Name of the TrafficSplit coalmine creates and owns, in the rollout's namespace."""
+
+
 def split_name(target: Target) -> str:
-    name = target.config.get("trafficSplit")
-    if not name or not isinstance(name, str):
-        raise RouterError(_field(target), "must name a TrafficSplit")
-    return name
+    assert isinstance(target.config, SMIRouting)
+    return target.config.traffic_split
 
 
 def backends(target: Target, weight: int) -> list[Obj]:
@@ -47,8 +61,8 @@ def backends(target: Target, weight: int) -> list[Obj]:
 def traffic_split(target: Target, weight: int) -> Obj:
     """The whole TrafficSplit coalmine wants, sending ``weight`` percent to the canary."""
     return {
-        "apiVersion": k.TRAFFIC_SPLITS.api_version,
-        "kind": k.TRAFFIC_SPLITS.kind,
+        "apiVersion": r.TRAFFIC_SPLITS.api_version,
+        "kind": r.TRAFFIC_SPLITS.kind,
         "metadata": target.owned_metadata(split_name(target)),
         "spec": {"service": target.root_service, "backends": backends(target, weight)},
     }
@@ -70,11 +84,9 @@ def split_weight(traffic_split: Obj, target: Target) -> int | None:
 
 
 class SMIRouter:
-    weighted = True
-
     def _current(self, kube: Kube, target: Target) -> Obj | None:
         name = split_name(target)
-        current = kube.get(k.TRAFFIC_SPLITS, target.namespace, name)
+        current = kube.get(r.TRAFFIC_SPLITS, target.namespace, name)
         if current is not None and not belongs_to(current, target):
             raise RouterError(
                 _field(target),
@@ -87,7 +99,7 @@ class SMIRouter:
         """Create or update the TrafficSplit; ``weight`` None keeps the weight it has."""
         current = self._current(kube, target)
         if current is None:
-            kube.create(k.TRAFFIC_SPLITS, target.namespace, traffic_split(target, weight or 0))
+            kube.create(r.TRAFFIC_SPLITS, target.namespace, traffic_split(target, weight or 0))
             return
         if weight is None:
             # A split whose weight cannot be read is reset to all-stable, the safe side.
@@ -95,7 +107,7 @@ class SMIRouter:
         patch = owned_patch(current, traffic_split(target, weight))
         if patch:
             kube.patch(
-                k.TRAFFIC_SPLITS, target.namespace, split_name(target), patch, patch_type="json"
+                r.TRAFFIC_SPLITS, target.namespace, split_name(target), patch, patch_type="json"
             )
 
     def ensure(self, kube: Kube, target: Target) -> None:
@@ -105,7 +117,7 @@ class SMIRouter:
         self._sync(kube, target, weight)
 
     def read_weight(self, kube: Kube, target: Target) -> int | None:
-        current = kube.get(k.TRAFFIC_SPLITS, target.namespace, split_name(target))
+        current = kube.get(r.TRAFFIC_SPLITS, target.namespace, split_name(target))
         if current is None or not belongs_to(current, target):
             return None
         return split_weight(current, target)
@@ -113,10 +125,10 @@ class SMIRouter:
     def finalize(self, kube: Kube, target: Target, *, restore_stable: bool) -> None:
         if not restore_stable:
             return  # the ownerReference lets the garbage collector remove it with the rollout
-        current = kube.get(k.TRAFFIC_SPLITS, target.namespace, split_name(target))
+        current = kube.get(r.TRAFFIC_SPLITS, target.namespace, split_name(target))
         if current is None or not belongs_to(current, target):
             return
         # All traffic to stable first, so the mesh stops sending to the canary even before it
         # notices the deletion (and a mesh that then falls back to the root Service loses none).
         self.set_weight(kube, target, 0)
-        kube.delete(k.TRAFFIC_SPLITS, target.namespace, split_name(target))
+        kube.delete(r.TRAFFIC_SPLITS, target.namespace, split_name(target))

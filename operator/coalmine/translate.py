@@ -9,38 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from coalmine import machine as m
-from coalmine.models import (
-    CanaryRollout,
+from coalmine.analysis.spec import BackgroundAnalysis
+from coalmine.api.limits import HISTORY_LIMIT
+from coalmine.api.resource import CanaryRollout
+from coalmine.api.status import (
     CanaryRolloutStatus,
+    Controls,
+    PendingScaleDown,
+    RevisionRecord,
+)
+from coalmine.api.template import images_of
+from coalmine.api.vocabulary import (
     ConditionStatus,
     ConditionType,
-    Controls,
+    Control,
     DeletionPolicy,
     Outcome,
-    PendingScaleDown,
     Phase,
-    RevisionRecord,
-    RouterKind,
+    Stage,
     StepAction,
-    images_of,
 )
-
-CONTROL_FIELDS: Mapping[str, str] = {
-    "promote": "promote",
-    "promote-full": "promote_full",
-    "abort": "abort",
-    "retry": "retry",
-}
-ANNOTATIONS: Mapping[str, str] = {
-    "promote": "coalmine.dev/promote",
-    "promote-full": "coalmine.dev/promote-full",
-    "abort": "coalmine.dev/abort",
-    "retry": "coalmine.dev/retry",
-}
-HISTORY_LIMIT = 10
 
 
 def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
@@ -48,18 +38,18 @@ def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
     steps = []
     for step in spec.steps:
         if step.action == StepAction.SET_WEIGHT:
-            steps.append(m.Step(m.StepKind.SET_WEIGHT, weight=int(step.set_weight or 0)))
+            steps.append(m.Step(StepAction.SET_WEIGHT, weight=int(step.set_weight or 0)))
         elif step.action == StepAction.PAUSE:
             length = step.pause.length if step.pause is not None else None
             seconds = length.total_seconds() if length is not None else None
-            steps.append(m.Step(m.StepKind.PAUSE, pause_seconds=seconds))
+            steps.append(m.Step(StepAction.PAUSE, pause_seconds=seconds))
         else:
-            steps.append(m.Step(m.StepKind.ANALYSIS))
+            steps.append(m.Step(StepAction.ANALYSIS))
     return m.Plan(
         revision=spec.revision,
         replicas=spec.replicas,
         steps=tuple(steps),
-        weighted=spec.router != RouterKind.REPLICA_RATIO,
+        weighted=spec.routing.weighted,
         generation=rollout.metadata.generation or 1,
         progress_deadline_seconds=spec.progress_deadline_seconds,
         scale_down_delay_seconds=spec.scale_down_delay_seconds,
@@ -67,21 +57,18 @@ def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
         deleting=deleting,
         restore_stable_on_delete=spec.deletion_policy == DeletionPolicy.RESTORE_STABLE,
         steps_hash=spec.steps_hash(),
-        background_from_step=_background_start(spec.analysis),
+        background_from_step=(
+            None
+            if spec.analysis is None
+            else BackgroundAnalysis.from_object(spec.analysis, path="spec.analysis").starting_step
+        ),
     )
-
-
-def _background_start(analysis: Mapping[str, Any] | None) -> int | None:
-    if analysis is None:
-        return None
-    start = analysis.get("startingStep", 0)
-    return int(start) if isinstance(start, int) else 0
 
 
 def memory_from(status: CanaryRolloutStatus) -> m.Memory:
     handled = {}
-    for control, attribute in CONTROL_FIELDS.items():
-        token = getattr(status.controls, attribute)
+    for control in Control:
+        token = getattr(status.controls, control.status_field)
         if token:
             handled[control] = token
     return m.Memory(
@@ -89,8 +76,8 @@ def memory_from(status: CanaryRolloutStatus) -> m.Memory:
         canary=status.canary_revision,
         step=status.current_step_index or 0,
         step_started=status.step_started_at,
-        stage=status.stage if status.stage is not None else m.Stage.STEPS,
-        phase=status.phase if status.phase is not None else m.Phase.PROGRESSING,
+        stage=status.stage if status.stage is not None else Stage.STEPS,
+        phase=status.phase if status.phase is not None else Phase.PROGRESSING,
         aborted=status.abort_reason is not None,
         abort_reason=status.abort_reason,
         abort_message=status.abort_message,
@@ -104,9 +91,12 @@ def memory_from(status: CanaryRolloutStatus) -> m.Memory:
     )
 
 
-def controls_on(annotations: Mapping[str, str]) -> dict[str, str]:
+def controls_on(annotations: Mapping[str, str]) -> dict[Control, str]:
+    """The control tokens present on the object, by control."""
     return {
-        control: annotations[key] for control, key in ANNOTATIONS.items() if annotations.get(key)
+        control: annotations[control.annotation]
+        for control in Control
+        if annotations.get(control.annotation)
     }
 
 
@@ -160,7 +150,7 @@ def status_from(
         status.aborted_at = now
     elif not memory.aborted:
         status.aborted_at = None
-    if memory.phase == m.Phase.PAUSED:
+    if memory.phase == Phase.PAUSED:
         status.pause_started_at = old.pause_started_at or now
     else:
         status.pause_started_at = None
@@ -169,7 +159,7 @@ def status_from(
         for r, t in sorted(memory.scale_down_at.items())
     ]
     status.controls = Controls(
-        **{CONTROL_FIELDS[c]: token for c, token in memory.handled.items() if c in CONTROL_FIELDS}
+        **{Control(c).status_field: token for c, token in memory.handled.items()}
     )
     status.steps_hash = memory.steps_hash or None
     status.history = _history(rollout, decision, now)
@@ -215,10 +205,10 @@ def _conditions(
         )
 
     put(ConditionType.INVALID_SPEC, no, "Valid", "the spec is valid")
-    healthy = memory.phase in (m.Phase.HEALTHY, m.Phase.PAUSED, m.Phase.PROGRESSING)
-    if memory.phase == m.Phase.FAILED:
+    healthy = memory.phase in (Phase.HEALTHY, Phase.PAUSED, Phase.PROGRESSING)
+    if memory.phase == Phase.FAILED:
         put(ConditionType.AVAILABLE, no, "StableUnavailable", memory.message)
-    elif healthy or memory.phase == m.Phase.DEGRADED:
+    elif healthy or memory.phase == Phase.DEGRADED:
         put(ConditionType.AVAILABLE, yes, "StableServing", f"revision {memory.stable} serves")
     if router_error:
         put(ConditionType.PROGRESSING, no, "RouterError", router_error)
@@ -228,7 +218,7 @@ def _conditions(
         put(ConditionType.PROGRESSING, no, "Aborted", memory.message)
     else:
         put(ConditionType.PROGRESSING, no, "Complete", f"revision {memory.stable} is stable")
-    if memory.phase == m.Phase.PAUSED:
+    if memory.phase == Phase.PAUSED:
         put(ConditionType.PAUSED, yes, "PauseStep", memory.message)
     else:
         put(ConditionType.PAUSED, no, "NotPaused", "no pause step holds the canary")

@@ -10,11 +10,9 @@ measures nothing, so reconciles may happen as often as they like.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from coalmine import kube as k
 from coalmine import machine as m
 from coalmine import metrics as operator_metrics
 from coalmine.analysis import limits, query
@@ -34,25 +32,13 @@ from coalmine.analysis.spec import (
     ResolvedMetric,
     resolve,
 )
+from coalmine.api.errors import Problem, SpecError
+from coalmine.api.resource import CanaryRollout
+from coalmine.api.status import AnalysisRunStatus, MeasurementStatus, MetricStatus
+from coalmine.api.vocabulary import AnalysisVerdict, StepAction
 from coalmine.kube import Kube
-from coalmine.models import (
-    AnalysisRunStatus,
-    CanaryRollout,
-    MeasurementStatus,
-    MetricStatus,
-    Problem,
-    SpecError,
-    StepAction,
-)
+from coalmine.resources import ANALYSIS_TEMPLATES, CLUSTER_ANALYSIS_TEMPLATES
 
-ANALYSIS_TEMPLATES = k.Resource("coalmine.dev", "v1alpha1", "analysistemplates", "AnalysisTemplate")
-CLUSTER_ANALYSIS_TEMPLATES = k.Resource(
-    "coalmine.dev",
-    "v1alpha1",
-    "clusteranalysistemplates",
-    "ClusterAnalysisTemplate",
-    namespaced=False,
-)
 KEEP = 10
 EVENT_REASONS = {
     MeasurementOutcome.FAILED: "AnalysisFailed",
@@ -362,7 +348,7 @@ class Runner:
                     metrics=statuses,
                 )
             )
-            observed = m.AnalysisObserved(m.AnalysisVerdict(overall.value), message)
+            observed = m.AnalysisObserved(AnalysisVerdict(overall.value), message)
             if run.blocking:
                 result.step = observed
             else:
@@ -386,12 +372,3 @@ def has_analysis(rollout: CanaryRollout) -> bool:
     return rollout.spec.analysis is not None or any(
         step.action == StepAction.ANALYSIS for step in rollout.spec.steps
     )
-
-
-def templates_of(rollout: CanaryRollout) -> Mapping[str, str]:
-    """Names of the templates the rollout refers to (for watches and messages)."""
-    names: dict[str, str] = {}
-    for ref, path, _ in refs(rollout):
-        for template in ref.templates:
-            names[template.name] = path
-    return names

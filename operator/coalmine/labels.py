@@ -1,0 +1,45 @@
+"""Every label, annotation and finalizer name coalmine writes or reads, defined once.
+
+These names are the contract between coalmine and everything around it: the objects it owns
+carry them, users' GitOps repositories and Argo CD actions write the control annotations, and
+`kubectl get -l` selects by them. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DOMAIN: Final = "coalmine.dev"
+
+ROLLOUT_LABEL: Final = f"{DOMAIN}/rollout"
+"""On every object a rollout owns, and on its pods: the CanaryRollout's name."""
+REVISION_LABEL: Final = f"{DOMAIN}/revision"
+"""On a revision's Deployment and pods: the revision name (the template hash)."""
+SHARD_LABEL: Final = f"{DOMAIN}/shard"
+"""On a CanaryRollout: which operator shard serves it (see COALMINE_SHARD)."""
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "coalmine"
+"""The value of MANAGED_BY_LABEL on everything coalmine creates."""
+
+TEMPLATE_ANNOTATION: Final = f"{DOMAIN}/template"
+"""On a revision's Deployment: the pod template it was created from, to detect drift."""
+FINALIZER: Final = f"{DOMAIN}/finalizer"
+"""Held on a CanaryRollout until traffic is back on its stable revision."""
+
+
+def control_annotation(control: str) -> str:
+    """The annotation that carries a control's token, e.g. ``coalmine.dev/promote``."""
+    return f"{DOMAIN}/{control}"
+
+
+def owned_labels(rollout: str, revision: str | None = None) -> dict[str, str]:
+    """The labels on what a rollout owns (a revision's Deployment also names its revision)."""
+    labels = {ROLLOUT_LABEL: rollout, MANAGED_BY_LABEL: MANAGED_BY}
+    if revision is not None:
+        labels[REVISION_LABEL] = revision
+    return labels
+
+
+def owned_selector(rollout: str) -> str:
+    """A label selector for everything a rollout owns."""
+    return f"{ROLLOUT_LABEL}={rollout},{MANAGED_BY_LABEL}={MANAGED_BY}"
