@@ -1,20 +1,36 @@
-"""The one door to the Kubernetes API.
+"""The one door to the Kubernetes API, and the watch-fed caches the operator reads from.
 
 Every other module speaks plain dicts (the objects as the API serves them) through this small
 facade, so the kubernetes client's types and errors stay here, and the rest of the operator can
-be read, and tested, without it. It also counts the requests it makes by verb: the benchmarks
-report API writes per rollout step from these counters.
+be read, and tested, without it.
+
+Reads come from memory. An `Informer` per kind lists its objects once, then follows a watch from
+the list's resourceVersion, re-listing on ``410 Gone``; `Kube.get` and `Kube.list` answer from
+the informers attached to the facade, and raise `CacheNotReadyError` while an informer is not
+synced or its watch is broken, so a reconcile waits instead of acting on stale data. Writes go
+to the API server, and the object it answers with goes into the cache at once (read your own
+writes): the next pass never acts on an older object than the one it wrote.
+
+It also counts requests by verb (the benchmarks report reads and writes per step from these
+counters), and carries the crash failpoint of the fault-injection tests: with
+``COALMINE_FAILPOINT_WRITE=k`` the process kills itself right after its k-th write is answered.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import random
+import secrets
+import signal
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import urllib3
@@ -23,6 +39,25 @@ from kubernetes.client.exceptions import ApiException
 
 from coalmine import metrics
 
+# Re-exported while callers outside the operator (tests, tools, benchmarks) move to
+# coalmine.resources, where the kinds are defined.
+from coalmine.resources import CANARY_ROLLOUTS as CANARY_ROLLOUTS
+from coalmine.resources import CLUSTER_KOPF_PEERINGS as CLUSTER_KOPF_PEERINGS
+from coalmine.resources import DEPLOYMENTS as DEPLOYMENTS
+from coalmine.resources import ENDPOINT_SLICES as ENDPOINT_SLICES
+from coalmine.resources import EVENTS as EVENTS
+from coalmine.resources import EVENTS_V1
+from coalmine.resources import HTTP_ROUTES as HTTP_ROUTES
+from coalmine.resources import INGRESSES as INGRESSES
+from coalmine.resources import KOPF_PEERINGS as KOPF_PEERINGS
+from coalmine.resources import SERVICES as SERVICES
+from coalmine.resources import TRAFFIC_SPLITS as TRAFFIC_SPLITS
+from coalmine.resources import VIRTUAL_SERVICES as VIRTUAL_SERVICES
+from coalmine.resources import Obj as Obj
+from coalmine.resources import Resource as Resource
+
+log = logging.getLogger("coalmine.kube")
+
 PatchType = Literal["merge", "json", "strategic"]
 
 _CONTENT_TYPES: Mapping[PatchType, str] = {
@@ -30,26 +65,15 @@ _CONTENT_TYPES: Mapping[PatchType, str] = {
     "json": "application/json-patch+json",
     "strategic": "application/strategic-merge-patch+json",
 }
+_WRITES = frozenset({"post", "put", "patch", "delete"})
 
+MAX_OBJECT_DEPTH = 64
+"""Objects nested deeper than this are kept only by their metadata and reported as unreadable.
 
-# Re-exported while callers outside the operator move to coalmine.resources.
-from coalmine.resources import (  # noqa: E402
-    CANARY_ROLLOUTS as CANARY_ROLLOUTS,
-)
-from coalmine.resources import (  # noqa: E402
-    CLUSTER_KOPF_PEERINGS as CLUSTER_KOPF_PEERINGS,
-)
-from coalmine.resources import DEPLOYMENTS as DEPLOYMENTS  # noqa: E402
-from coalmine.resources import ENDPOINT_SLICES as ENDPOINT_SLICES  # noqa: E402
-from coalmine.resources import EVENTS as EVENTS  # noqa: E402
-from coalmine.resources import HTTP_ROUTES as HTTP_ROUTES  # noqa: E402
-from coalmine.resources import INGRESSES as INGRESSES  # noqa: E402
-from coalmine.resources import KOPF_PEERINGS as KOPF_PEERINGS  # noqa: E402
-from coalmine.resources import SERVICES as SERVICES  # noqa: E402
-from coalmine.resources import TRAFFIC_SPLITS as TRAFFIC_SPLITS  # noqa: E402
-from coalmine.resources import VIRTUAL_SERVICES as VIRTUAL_SERVICES  # noqa: E402
-from coalmine.resources import Obj as Obj  # noqa: E402
-from coalmine.resources import Resource as Resource  # noqa: E402
+The API server accepts far deeper JSON than Python's decoder or any reasonable pod template;
+one such object must not stop the operator for every other object (issue 9, item 7)."""
+UNREADABLE = "coalmine.dev/unreadable"
+"""Key set on the stub kept for an object that could not be used, with the reason."""
 
 
 class KubeError(RuntimeError):
@@ -78,13 +102,21 @@ class ForbiddenError(KubeError):
     pass
 
 
+class CacheNotReadyError(KubeError):
+    """The informer for a kind is not synced, or its watch is broken: nothing to act on yet."""
+
+    def __init__(self, resource: Resource, why: str) -> None:
+        super().__init__(0, "CacheNotReadyError", f"{resource.plural}: {why}")
+        self.resource = resource
+
+
 def _error(exc: ApiException) -> KubeError:
     status = int(exc.status or 0)
     message = str(exc.reason)
     try:
         body = json.loads(exc.body or "{}")
         message = str(body.get("message", message))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         pass
     kind: type[KubeError] = {
         404: NotFoundError,
@@ -95,20 +127,174 @@ def _error(exc: ApiException) -> KubeError:
     return kind(status, str(exc.reason), message)
 
 
+# --- decoding that survives hostile objects ------------------------------------------------------
+
+_DEEP_DECODE = threading.Lock()
+_DEEP_STACK_BYTES = 256 * 1024 * 1024
+_DEEP_RECURSION_LIMIT = 50_000
+
+
+def loads(data: bytes | str) -> Any:
+    """``json.loads``, also for JSON nested deeper than Python's recursion limit.
+
+    The API server accepts objects nested thousands of levels deep; Python's decoder raises
+    RecursionError at about a thousand. Such a document is decoded again in a thread of its own
+    with a large stack and a raised limit, so one hostile object reaches `trim`, which keeps
+    only its metadata, instead of killing a watch for every object of its kind.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        pass
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def decode() -> None:
+        try:
+            result.append(json.loads(data))
+        except BaseException as error:
+            failure.append(error)
+
+    with _DEEP_DECODE:
+        limit = sys.getrecursionlimit()
+        size = threading.stack_size(_DEEP_STACK_BYTES)
+        try:
+            sys.setrecursionlimit(_DEEP_RECURSION_LIMIT)
+            worker = threading.Thread(target=decode, name="deep-json")
+            worker.start()
+            worker.join()
+        finally:
+            threading.stack_size(size)
+            sys.setrecursionlimit(limit)
+    if failure:
+        raise ValueError(f"undecodable JSON: {failure[0]}") from failure[0]
+    return result[0]
+
+
+def depth(value: object) -> int:
+    """How deeply a JSON value nests (a scalar is 0), computed without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[object] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        if deepest > MAX_OBJECT_DEPTH:
+            return deepest  # deep enough to refuse; no need to walk the rest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+_KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "labels",
+    "annotations",
+    "finalizers",
+    "ownerReferences",
+)
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def trim(obj: Obj) -> Obj:
+    """What the caches keep of an object: no managedFields, no last-applied copy of it.
+
+    An object nested deeper than MAX_OBJECT_DEPTH is replaced by a stub with its metadata and an
+    UNREADABLE reason, so the operator can report it on the object and carry on with others.
+    """
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return obj
+    if depth(obj) > MAX_OBJECT_DEPTH:
+        kept = {
+            key: meta[key]
+            for key in _KEPT_METADATA
+            if key in meta and depth(meta[key]) <= 2  # labels, annotations: flat maps
+        }
+        return {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "metadata": kept,
+            UNREADABLE: f"nests more than {MAX_OBJECT_DEPTH} levels deep",
+        }
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(_LAST_APPLIED, None)
+    return obj
+
+
+def _version(obj: Obj) -> int | None:
+    # resourceVersions are opaque by contract but etcd revisions in practice; a value that is
+    # not a number is never compared (the newer write simply wins).
+    try:
+        return int(obj["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+# --- the failpoint -------------------------------------------------------------------------------
+
+
+class _Failpoint:
+    """Counts writes; logs them to COALMINE_WRITE_LOG; dies after COALMINE_FAILPOINT_WRITE of them.
+
+    The fault-injection tests run a scenario once to count its writes W, then again W times,
+    killed after write 1, 2, ... W: every point where a crash can land, not a random sample.
+    """
+
+    def __init__(self) -> None:
+        target = os.environ.get("COALMINE_FAILPOINT_WRITE", "")
+        self.crash_after = int(target) if target.isdigit() else None
+        self.log_path = os.environ.get("COALMINE_WRITE_LOG") or None
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def written(self, verb: str, path: str) -> None:
+        with self.lock:
+            self.count += 1
+            if self.log_path:
+                with open(self.log_path, "a", encoding="utf-8") as out:
+                    out.write(f"{self.count} {verb.upper()} {path}\n")
+            if self.crash_after is not None and self.count >= self.crash_after:
+                # As sudden as kill -9: no cleanup, no flushing, no finalizers.
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAILPOINT = _Failpoint()
+
+
+# --- the facade ----------------------------------------------------------------------------------
+
+
 class Kube:
-    """A thin, typed facade over the REST API. Thread-safe like the client beneath it."""
+    """A thin, typed facade over the REST API. Thread-safe like the client beneath it.
+
+    Reads of a kind with an attached `Informer` come from its cache; other reads go to the API.
+    """
 
     def __init__(self, api: client.ApiClient, field_manager: str = "coalmine") -> None:
         self.api = api
         self.field_manager = field_manager
         self._requests: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._informers: dict[Resource, Informer] = {}
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, *, connections: int = 64) -> Kube:
+    def connect(cls, kubeconfig: str | None = None, *, connections: int = 16) -> Kube:
         """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG).
 
-        ``connections`` sizes the HTTP pool: every rollout's daemon thread may hold one.
+        ``connections`` sizes the HTTP pool: one per worker, plus the informers' watches.
         """
         configuration = client.Configuration()
         loaded = False
@@ -123,7 +309,21 @@ class Kube:
         configuration.connection_pool_maxsize = connections
         return cls(client.ApiClient(configuration))
 
-    # --- counters ---------------------------------------------------------------------------
+    # --- caches ---------------------------------------------------------------------------------
+
+    def attach(self, informer: Informer) -> None:
+        """Serve reads of the informer's kind from it from now on."""
+        self._informers[informer.resource] = informer
+
+    def informer(self, resource: Resource) -> Informer | None:
+        return self._informers.get(resource)
+
+    def _remember(self, resource: Resource, obj: Obj) -> None:
+        informer = self._informers.get(resource)
+        if informer is not None and obj.get("metadata"):
+            informer.apply(obj)
+
+    # --- counters -------------------------------------------------------------------------------
 
     def request_counts(self) -> dict[str, int]:
         with self._lock:
@@ -133,7 +333,7 @@ class Kube:
         with self._lock:
             self._requests[verb] += 1
 
-    # --- raw request ------------------------------------------------------------------------
+    # --- raw request ----------------------------------------------------------------------------
 
     def request(
         self,
@@ -148,12 +348,11 @@ class Kube:
         verb = method.lower()
         self._count(verb)
         started = time.monotonic()
-        if query:
-            path = f"{path}?{urlencode(query)}"
+        full_path = f"{path}?{urlencode(query)}" if query else path
         headers = {"Accept": "application/json", "Content-Type": content_type}
         serialized = self.api.param_serialize(
             method=method,
-            resource_path=path,
+            resource_path=full_path,
             header_params=headers,
             body=body,
             auth_settings=["BearerToken"],
@@ -170,15 +369,25 @@ class Kube:
             metrics.API_LATENCY.labels(verb).observe(time.monotonic() - started)
         if response.status >= 400:
             raise _error(ApiException(http_resp=response))
+        if verb in _WRITES:
+            _FAILPOINT.written(verb, path)
         data = response.data
         if not data:
             return {}
-        parsed: Obj = json.loads(data)
+        parsed: Obj = loads(data)
         return parsed
 
-    # --- verbs ------------------------------------------------------------------------------
+    # --- verbs ----------------------------------------------------------------------------------
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:
+        """The object, from the cache when the kind has an informer, else from the API."""
+        informer = self._informers.get(resource)
+        if informer is not None:
+            return informer.get(namespace, name)
+        return self.fetch(resource, namespace, name)
+
+    def fetch(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:
+        """The object as the API server has it now, bypassing any cache."""
         try:
             return self.request("GET", resource.path(namespace, name))
         except NotFoundError:
@@ -187,6 +396,9 @@ class Kube:
     def list(
         self, resource: Resource, namespace: str | None, *, label_selector: str | None = None
     ) -> list[Obj]:
+        informer = self._informers.get(resource)
+        if informer is not None:
+            return informer.select(namespace, label_selector)
         query = {"labelSelector": label_selector} if label_selector else None
         items: list[Obj] = self.request("GET", resource.path(namespace), query=query).get(
             "items", []
@@ -194,12 +406,14 @@ class Kube:
         return items
 
     def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
-        return self.request(
+        created = self.request(
             "POST",
             resource.path(namespace),
             body=body,
             query={"fieldManager": self.field_manager},
         )
+        self._remember(resource, created)
+        return created
 
     def patch(
         self,
@@ -211,13 +425,16 @@ class Kube:
         patch_type: PatchType = "merge",
         subresource: str | None = None,
     ) -> Obj:
-        return self.request(
+        patched = self.request(
             "PATCH",
             resource.path(namespace, name, subresource),
             body=patch,
             content_type=_CONTENT_TYPES[patch_type],
             query={"fieldManager": self.field_manager},
         )
+        if subresource in (None, "status"):  # a scale subresource answers with a Scale
+            self._remember(resource, patched)
+        return patched
 
     def delete(self, resource: Resource, namespace: str | None, name: str) -> bool:
         """Delete in the background; False when it was already gone."""
@@ -240,6 +457,7 @@ class Kube:
         label_selector: str | None = None,
         resource_version: str | None = None,
         timeout_seconds: int = 300,
+        bookmarks: bool = False,
     ) -> Iterator[tuple[str, Obj]]:
         """Stream the watch events (type, object) of a resource as the API server sends them.
 
@@ -248,15 +466,9 @@ class Kube:
         it. The stream ends when the server closes it, ``timeout_seconds`` later: the caller
         watches again from the last resourceVersion it saw. An ERROR event raises, as the
         KubeError of its status (410 Gone: that resourceVersion is too old, list again).
-        Closing the generator early closes the connection.
+        Closing the generator early closes the connection. Most callers want an `Informer`.
         """
-        query = {"watch": "true", "timeoutSeconds": str(timeout_seconds)}
-        if name is not None:
-            query["fieldSelector"] = f"metadata.name={name}"
-        if label_selector:
-            query["labelSelector"] = label_selector
-        if resource_version:
-            query["resourceVersion"] = resource_version
+        query = _watch_query(name, label_selector, resource_version, timeout_seconds, bookmarks)
         self._count("watch")
         # Counted, but not timed: a watch lasts as long as the server keeps it open, and its
         # duration would only blur the latency histogram of the real requests.
@@ -288,7 +500,7 @@ class Kube:
                 for line in lines:
                     if not line.strip():
                         continue
-                    event = json.loads(line)
+                    event = loads(line)
                     obj: Obj = event.get("object") or {}
                     if event.get("type") == "ERROR":
                         # The object is a metav1.Status: the same error a request would get.
@@ -305,16 +517,38 @@ class Kube:
             stream.close()
 
     def emit_event(
-        self, regarding: Obj, *, reason: str, message: str, warning: bool = False
+        self,
+        regarding: Obj,
+        *,
+        reason: str,
+        message: str,
+        warning: bool = False,
+        action: str = "Reconcile",
+        name: str | None = None,
     ) -> None:
-        """Record a core/v1 Event about an object (what `kubectl describe` shows)."""
+        """Record an events.k8s.io/v1 Event about an object (what `kubectl describe` shows).
+
+        eventTime has microseconds, so two events of one second still list in their order. A
+        ``name`` makes the event unique: recording it twice fails with ConflictError.
+        """
         meta = regarding["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event = {
-            "apiVersion": "v1",
+            "apiVersion": EVENTS_V1.api_version,
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
+            # events.k8s.io checks the generated name as a whole: it cannot end in "."
+            "metadata": {
+                "name": f"{meta['name']}.{secrets.token_hex(8)}",
+                "namespace": meta["namespace"],
+            },
+            "eventTime": now,
+            "reportingController": "coalmine.dev/operator",
+            "reportingInstance": os.environ.get("HOSTNAME") or "coalmine",
+            "action": action,
+            "reason": reason,
+            "note": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "regarding": {
                 "apiVersion": regarding.get("apiVersion"),
                 "kind": regarding.get("kind"),
                 "name": meta["name"],
@@ -322,14 +556,348 @@ class Kube:
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": "coalmine"},
-            "reportingComponent": "coalmine.dev/operator",
-            "reportingInstance": "coalmine",
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
         }
-        self.create(EVENTS, meta["namespace"], event)
+        self.request(
+            "POST",
+            EVENTS_V1.path(meta["namespace"]),
+            body=event,
+            query={"fieldManager": self.field_manager},
+        )
+
+
+def _watch_query(
+    name: str | None,
+    label_selector: str | None,
+    resource_version: str | None,
+    timeout_seconds: int,
+    bookmarks: bool,
+) -> dict[str, str]:
+    query = {"watch": "true", "timeoutSeconds": str(timeout_seconds)}
+    if name is not None:
+        query["fieldSelector"] = f"metadata.name={name}"
+    if label_selector:
+        query["labelSelector"] = label_selector
+    if resource_version:
+        query["resourceVersion"] = resource_version
+    if bookmarks:
+        query["allowWatchBookmarks"] = "true"
+    return query
+
+
+# --- informers -----------------------------------------------------------------------------------
+
+Handler = Callable[[str, Obj, Obj | None], None]
+"""Called with (event type, the object as now cached, the object before) for each change."""
+
+_RELIST_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_ABSENT_RECHECK_SECONDS = 30.0
+_PAGE_SIZE = 500
+
+
+def _selector_terms(selector: str | None) -> list[tuple[str, str, str | None]]:
+    """An equality-based label selector as (key, op, value); op is =, != or exists/!exists."""
+    terms: list[tuple[str, str, str | None]] = []
+    for raw in (selector or "").split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            terms.append((key.strip(), "!=", value.strip()))
+        elif "=" in term:
+            key, value = term.split("=", 1)
+            terms.append((key.strip(), "=", value.strip().lstrip("=")))
+        elif term.startswith("!"):
+            terms.append((term[1:].strip(), "!exists", None))
+        else:
+            terms.append((term, "exists", None))
+    return terms
+
+
+def matches(labels: Mapping[str, str], selector: str | None) -> bool:
+    """Whether labels satisfy an equality-based selector, as the API server would judge it."""
+    for key, op, value in _selector_terms(selector):
+        present = key in labels
+        if op == "=" and labels.get(key) != value:
+            return False
+        if op == "!=" and present and labels.get(key) == value:
+            return False
+        if op == "exists" and not present:
+            return False
+        if op == "!exists" and present:
+            return False
+    return True
+
+
+class Informer:
+    """Keeps every object of one kind (in a namespace, matching selectors) in memory.
+
+    List, then watch from the list's resourceVersion with bookmarks; a watch that ends is resumed
+    from the last version seen, ``410 Gone`` re-lists (and reports what changed meanwhile), any
+    other failure marks the cache unhealthy (a log line and the `coalmine_informer_healthy`
+    metric) until the next successful list or watch, with backoff. One thread per informer, never
+    per object; handlers run in it and must only note what changed (enqueue keys).
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        name: str | None = None,
+        transform: Callable[[Obj], Obj] = trim,
+        required: bool = True,
+        watch_seconds: int = 300,
+    ) -> None:
+        self.kube = kube
+        self.resource = resource
+        self.namespace = namespace if resource.namespaced else None
+        self.label_selector = label_selector
+        self.name = name
+        """Follow this one object only (a field selector on its name)."""
+        self.transform = transform
+        self.required = required
+        """An optional kind (a mesh's CRD) may be absent from the cluster without harm."""
+        self.watch_seconds = watch_seconds
+        self.handlers: list[Handler] = []
+        self._store: dict[tuple[str, str], Obj] = {}
+        self._lock = threading.Lock()
+        self.synced = threading.Event()
+        self.healthy = False
+        self.absent = False
+        self.problem: str | None = "not listed yet"
+        self.version: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._gauge = metrics.INFORMER_HEALTHY.labels(resource.plural)
+        self._objects = metrics.INFORMER_OBJECTS.labels(resource.plural)
+        self._gauge.set(0)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self.absent:
+            return  # nothing of a kind that is not installed: an empty cache is the truth
+        if not self.synced.is_set() or not self.healthy:
+            raise CacheNotReadyError(self.resource, self.problem or "not synced")
+
+    def get(self, namespace: str | None, name: str) -> Obj | None:
+        self._check()
+        key = (namespace or "" if self.resource.namespaced else "", name)
+        with self._lock:
+            return self._store.get(key)
+
+    def select(self, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
+        self._check()
+        with self._lock:
+            objects = list(self._store.values())
+        return [
+            obj
+            for obj in objects
+            if (namespace is None or obj["metadata"].get("namespace") == namespace)
+            and matches(obj["metadata"].get("labels") or {}, label_selector)
+        ]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._store)
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def _key(self, obj: Obj) -> tuple[str, str]:
+        meta = obj.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "") if self.resource.namespaced else ""
+        return namespace, str(meta.get("name") or "")
+
+    def _admits(self, obj: Obj) -> bool:
+        meta = obj.get("metadata") or {}
+        if self.namespace is not None and meta.get("namespace") != self.namespace:
+            return False
+        if self.name is not None and meta.get("name") != self.name:
+            return False
+        return matches(meta.get("labels") or {}, self.label_selector)
+
+    def apply(self, obj: Obj, event: str = "MODIFIED") -> None:
+        """Take an object as the API server answered it, unless the cache already has it or newer.
+
+        Used for the watch's events and for the answers to our own writes (read your writes).
+        """
+        obj = self.transform(obj)
+        key = self._key(obj)
+        with self._lock:
+            before = self._store.get(key)
+            if event == "DELETED":
+                if before is None:
+                    return
+                del self._store[key]
+                self._objects.set(len(self._store))
+            else:
+                new, old = _version(obj), _version(before) if before is not None else None
+                if before is not None and new is not None and old is not None and new <= old:
+                    return  # already known (our own write came back), or older than known
+                if not self._admits(obj):
+                    if before is None:
+                        return
+                    del self._store[key]  # it no longer matches the selectors: it leaves
+                    event = "DELETED"
+                else:
+                    self._store[key] = obj
+                self._objects.set(len(self._store))
+        self._notify(event, obj, before)
+
+    def _notify(self, event: str, obj: Obj, before: Obj | None) -> None:
+        for handler in self.handlers:
+            try:
+                handler(event, obj, before)
+            except Exception:
+                log.exception("informer %s: a handler failed", self.resource.plural)
+
+    def _replace(self, objects: list[Obj]) -> None:
+        """A fresh list: the store becomes it; handlers hear of every difference."""
+        fresh = {self._key(obj): obj for obj in objects}
+        with self._lock:
+            old = self._store
+            self._store = fresh
+            self._objects.set(len(fresh))
+        for key, obj in fresh.items():
+            before = old.get(key)
+            if before is None:
+                self._notify("ADDED", obj, None)
+            elif _version(before) != _version(obj) or _version(obj) is None:
+                self._notify("MODIFIED", obj, before)
+        for key, before in old.items():
+            if key not in fresh:
+                self._notify("DELETED", before, before)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"informer-{self.resource.plural}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._list()
+                failures = 0
+                while not self._stop.is_set():
+                    self._watch()
+            except CacheNotReadyError:
+                continue  # 410 Gone: list again at once
+            except NotFoundError as error:
+                if self.required:
+                    self._broken(f"the {self.resource.kind} API is not served: {error.message}")
+                else:
+                    self._mark_absent()
+                self._stop.wait(_ABSENT_RECHECK_SECONDS)
+            except KubeError as error:
+                delay = _RELIST_BACKOFF[min(failures, len(_RELIST_BACKOFF) - 1)]
+                failures += 1
+                self._broken(f"{error} (retrying in {delay:.1f} s)")
+                self._stop.wait(delay * (1 + random.random() / 2))  # noqa: S311 - jitter
+            except Exception as error:
+                log.exception("informer %s crashed; restarting it", self.resource.plural)
+                self._broken(f"crashed: {error}")
+                self._stop.wait(1.0)
+
+    def _query(self) -> dict[str, str]:
+        query: dict[str, str] = {}
+        if self.label_selector:
+            query["labelSelector"] = self.label_selector
+        if self.name is not None:
+            query["fieldSelector"] = f"metadata.name={self.name}"
+        return query
+
+    def _list(self) -> None:
+        objects: list[Obj] = []
+        query = {**self._query(), "limit": str(_PAGE_SIZE)}
+        while True:
+            page = self.kube.request("GET", self.resource.path(self.namespace), query=query)
+            kind = self.resource.kind
+            api_version = self.resource.api_version
+            for item in page.get("items") or []:
+                # Items of a list carry no kind; handlers and events want the full object.
+                item.setdefault("kind", kind)
+                item.setdefault("apiVersion", api_version)
+                objects.append(self.transform(item))
+            metadata = page.get("metadata") or {}
+            if not metadata.get("continue"):
+                break
+            query["continue"] = str(metadata["continue"])
+        self.version = str((page.get("metadata") or {}).get("resourceVersion") or "") or None
+        self._replace(objects)
+        self._healthy()
+        self.synced.set()
+
+    def _watch(self) -> None:
+        timeout = int(self.watch_seconds * (0.8 + random.random() * 0.4))  # noqa: S311
+        try:
+            for event, obj in self.kube.watch(
+                self.resource,
+                self.namespace,
+                name=self.name,
+                label_selector=self.label_selector,
+                resource_version=self.version,
+                timeout_seconds=timeout,
+                bookmarks=True,
+            ):
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if event == "BOOKMARK":
+                    self.version = str(version) if version else self.version
+                    continue
+                self.apply(obj, "DELETED" if event == "DELETED" else "MODIFIED")
+                if version:
+                    self.version = str(version)
+                if self._stop.is_set():
+                    return
+        except KubeError as error:
+            if error.status == 410:
+                log.info("informer %s: resourceVersion too old; re-listing", self.resource.plural)
+                metrics.INFORMER_RESTARTS.labels(self.resource.plural, "gone").inc()
+                raise CacheNotReadyError(self.resource, "re-listing after 410 Gone") from error
+            raise
+        self._healthy()
+
+    def _healthy(self) -> None:
+        if not self.healthy:
+            if self.problem and self.problem != "not listed yet":
+                log.info("informer %s: healthy again", self.resource.plural)
+            self.healthy = True
+        self.absent = False
+        self.problem = None
+        self._gauge.set(1)
+
+    def _broken(self, why: str) -> None:
+        if self.healthy or self.problem != why:
+            log.warning("informer %s: %s", self.resource.plural, why)
+        self.healthy = False
+        self.problem = why
+        self._gauge.set(0)
+        metrics.INFORMER_RESTARTS.labels(self.resource.plural, "error").inc()
+
+    def _mark_absent(self) -> None:
+        if not self.absent:
+            log.info("informer %s: the kind is not installed; looking again later", self.resource)
+        self._replace([])
+        self.absent = True
+        self.healthy = True
+        self.problem = None
+        self.synced.set()
+        self._gauge.set(1)
+
+
+def wait_synced(informers: Iterable[Informer], timeout: float) -> bool:
+    """Whether every informer synced within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    return all(i.synced.wait(max(0.0, deadline - time.monotonic())) for i in informers)

@@ -23,6 +23,36 @@ API_LATENCY = Histogram(
     ["verb"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+INFORMER_HEALTHY = Gauge(
+    "coalmine_informer_healthy",
+    "1 while the watch-fed cache of a kind is synced and its watch works, else 0.",
+    ["resource"],
+)
+INFORMER_OBJECTS = Gauge(
+    "coalmine_informer_objects", "Objects kept in the cache of a kind.", ["resource"]
+)
+INFORMER_RESTARTS = Counter(
+    "coalmine_informer_restarts_total",
+    "Times a kind's watch had to start over: gone (410, re-listed) or error (backoff).",
+    ["resource", "reason"],
+)
+ACTIVE = Gauge(
+    "coalmine_active",
+    "1 while this replica is the active one (it reconciles), 0 while it stands by.",
+)
+WORKQUEUE_DEPTH = Gauge(
+    "coalmine_workqueue_depth", "Rollouts waiting for a free worker now (not the delayed ones)."
+)
+WORKQUEUE_WAIT = Histogram(
+    "coalmine_workqueue_wait_seconds",
+    "Time from a rollout's key being queued to a worker taking it.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RECONCILE_DURATION = Histogram(
+    "coalmine_reconcile_duration_seconds",
+    "Time one reconcile of one rollout takes.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 RECONCILES = Counter("coalmine_reconciles_total", "Reconciles run, whatever their result.")
 RECONCILE_ERRORS = Counter(
     "coalmine_reconcile_errors_total",
@@ -56,37 +86,40 @@ ROLLOUT_DURATION = Histogram(
 )
 
 _phases: dict[tuple[str, str], str] = {}
+_counts: dict[str, int] = dict.fromkeys(ROLLOUT_INFO_PHASES, 0)
 _lock = threading.Lock()
+
+
+def _move(key: tuple[str, str], phase: str | None) -> None:
+    """Count ``key`` in ``phase`` (None: in none); keeps the per-phase totals in step."""
+    before = _phases.pop(key, None)
+    if before is not None:
+        _counts[before] -= 1
+        ROLLOUTS.labels(before).set(_counts[before])
+    if phase is not None:
+        _phases[key] = phase
+        _counts[phase] = _counts.get(phase, 0) + 1
+        ROLLOUTS.labels(phase).set(_counts[phase])
 
 
 def observe_rollout(namespace: str, name: str, phase: str, weight: int) -> None:
     """Record where a rollout stands after a reconcile."""
     with _lock:
-        _phases[(namespace, name)] = phase
-        counts = dict.fromkeys(ROLLOUT_INFO_PHASES, 0)
-        for known in _phases.values():
-            counts[known] = counts.get(known, 0) + 1
+        _move((namespace, name), phase)
     for each in ROLLOUT_INFO_PHASES:
         ROLLOUT_PHASE.labels(namespace, name, each).set(1 if each == phase else 0)
-    for each, count in counts.items():
-        ROLLOUTS.labels(each).set(count)
     ROLLOUT_WEIGHT.labels(namespace, name).set(weight)
 
 
 def forget_rollout(namespace: str, name: str) -> None:
     """A deleted rollout leaves no series behind."""
     with _lock:
-        _phases.pop((namespace, name), None)
-        counts = dict.fromkeys(ROLLOUT_INFO_PHASES, 0)
-        for known in _phases.values():
-            counts[known] = counts.get(known, 0) + 1
+        _move((namespace, name), None)
     for each in ROLLOUT_INFO_PHASES:
         with contextlib.suppress(KeyError):
             ROLLOUT_PHASE.remove(namespace, name, each)
     with contextlib.suppress(KeyError):
         ROLLOUT_WEIGHT.remove(namespace, name)
-    for each, count in counts.items():
-        ROLLOUTS.labels(each).set(count)
 
 
 ANALYSIS_MEASUREMENTS = Counter(

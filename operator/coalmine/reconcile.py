@@ -1,22 +1,36 @@
 """Observe, decide, act: one reconcile of one CanaryRollout.
 
-Each call re-reads the world (Deployments, Services, EndpointSlices, the router's read-back),
-asks the pure state machine what to do, does it, and writes the status. Every action is an
-"ensure" that is harmless to repeat, and the status is written last, so the operator may crash
+Each pass reads the world from the watch-fed caches (Deployments, Services, EndpointSlices, the
+router's objects), asks the pure state machine what to do, does it, and remembers the new
+status. Every action is an "ensure" that is harmless to repeat, so the operator may crash
 between any two API calls: the next reconcile observes what did happen and carries on.
 
+Writes are ordered so that a crash between any two of them is harmless:
+- an intent is recorded before the actions it announces: a new canary revision, an abort and a
+  control token handled are written to the status before anything is created, routed or
+  scaled for them, so a restart can never mistake a half-made canary for a kept revision, or
+  act on a token twice;
+- otherwise the status is written once, at the end of the reconcile, with everything it
+  learnt;
+- events are emitted before the status write that records their transition, under a name
+  derived from that transition (the rollout, the reason, the memory it was decided from): a
+  reconcile replayed after a crash decides the same transition again, and the API server
+  refuses the second event of that name. Each transition is announced exactly once.
+
 A reconcile runs a few passes in a row while the machine says "look again now" (after a weight
-change, whose read-back is immediate), so a gate opening reaches a confirmed weight in one call.
+change, whose read-back comes from the answer to the write), so a gate opening reaches a
+confirmed weight in one call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from coalmine import machine as m
 from coalmine import metrics
@@ -29,7 +43,7 @@ from coalmine.api.resource import CanaryRollout
 from coalmine.api.status import AnalysisRunStatus, CanaryRolloutStatus
 from coalmine.api.template import images_of
 from coalmine.api.vocabulary import ImagePolicy
-from coalmine.kube import Kube, KubeError
+from coalmine.kube import ConflictError, Kube, KubeError
 from coalmine.resources import Obj
 from coalmine.routers.base import RouterError, Target, TrafficRouter
 from coalmine.routers.registry import ROUTERS
@@ -37,8 +51,10 @@ from coalmine.routers.registry import ROUTERS
 log = logging.getLogger("coalmine.reconcile")
 
 MAX_PASSES = 8
-RESYNC_SECONDS = 30.0
-"""Look again at least this often, events or not: the safety net of a level-triggered loop."""
+RESYNC_SECONDS = 300.0
+"""Look again at least this often, events or not: the safety net of a level-triggered loop.
+Changes arrive as watch events and timers are booked explicitly, so this is rarely what wakes a
+rollout."""
 RETRY_SECONDS = 5.0
 
 
@@ -84,6 +100,12 @@ class _Pass:
         self.writes = 0
         self.services: dict[str, Obj | None] = {}
         self.router_ensured = False
+        self.written = rollout.status
+        """The status as the API server has it; ``rollout.status`` may be ahead of it."""
+        self.events: list[tuple[str, m.EmitEvent]] = []
+        """Events to emit, each with the name that makes it unique to its transition."""
+        self.pass_events: list[tuple[m.EmitEvent, str]] = []
+        """This pass's events, each with what tells it apart beyond its transition."""
 
     def observe(self) -> tuple[m.Observed, str | None]:
         wl = self.workload
@@ -147,8 +169,8 @@ class _Pass:
                     self.router.set_weight(kube, self.target, weight)
             case m.FinalizeRouting(restore_stable):
                 self.router.finalize(kube, self.target, restore_stable=restore_stable)
-            case m.EmitEvent(reason, message, warning):
-                self._event(reason, message, warning)
+            case m.EmitEvent():
+                self.pass_events.append((action, ""))
                 return
         self.writes += 1
 
@@ -159,26 +181,32 @@ class _Pass:
                 self.router.ensure(self.kube, self.target)
                 self.router_ensured = True
 
-    def _event(self, reason: str, message: str, warning: bool) -> None:
-        try:
-            self.kube.emit_event(self.obj, reason=reason, message=message, warning=warning)
-        except KubeError as error:
-            log.warning("could not record event %s: %s", reason, error)
-
     def _warn_about_tags(self) -> None:
         if self.rollout.spec.image_policy != ImagePolicy.WARN:
             return
         for image in images_of(self.rollout.spec.template):
             if "@sha256:" not in image:
-                self._event(
+                warning = m.EmitEvent(
                     "ImageNotPinned",
                     f"image {image} is not pinned by digest: a tag can move under a revision",
-                    True,
+                    warning=True,
                 )
+                self.pass_events.append((warning, image))
 
-    def write_status(self, new: Any) -> bool:
-        # status.kopf belongs to the framework: never written back from a stale copy.
-        old = {k: v for k, v in self.rollout.status.to_dict().items() if k != "kopf"}
+    def advance(self, new: CanaryRolloutStatus) -> None:
+        """Take ``new`` as the rollout's status from now on (written by `flush`)."""
+        self.rollout = self.rollout.model_copy(update={"status": new})
+        self.target = replace(
+            self.target,
+            stable_revision=new.stable_revision,
+            canary_revision=new.canary_revision,
+        )
+
+    def flush(self) -> bool:
+        """Write the status, if it differs from what the API server has."""
+        new = self.rollout.status
+        # status.kopf was the framework's (kopf 1.x wrote its progress there): never touched.
+        old = {k: v for k, v in self.written.to_dict().items() if k != "kopf"}
         body = {k: v for k, v in new.to_dict().items() if k != "kopf"}
         if body == old:
             return False
@@ -187,7 +215,7 @@ class _Pass:
         for key in old:
             if key not in body:
                 patch["status"][key] = None
-        updated = self.kube.patch(
+        self.obj = self.kube.patch(
             r.CANARY_ROLLOUTS,
             self.workload.namespace,
             self.workload.name,
@@ -195,14 +223,55 @@ class _Pass:
             subresource="status",
         )
         self.writes += 1
-        self.obj = updated
-        self.rollout = self.rollout.model_copy(update={"status": new})
-        self.target = replace(
-            self.target,
-            stable_revision=new.stable_revision,
-            canary_revision=new.canary_revision,
-        )
+        self.written = new
         return True
+
+    def name_events(self, memory: m.Memory) -> None:
+        """Give the events of this pass names derived from the transition that caused them."""
+        basis = (
+            self.workload.uid,
+            memory.canary,
+            memory.stable,
+            memory.step,
+            memory.step_started.isoformat() if memory.step_started else "",
+            memory.stage.value,
+            memory.phase.value,
+            sorted(memory.handled.values()),
+        )
+        for ordinal, (event, detail) in enumerate(self.pass_events):
+            digest = hashlib.sha256(
+                json.dumps([*basis, event.reason, detail, ordinal], default=str).encode()
+            ).hexdigest()[:20]
+            self.events.append((f"{self.workload.name}.{digest}", event))
+        self.pass_events = []
+
+    def emit_events(self) -> None:
+        """Announce the transitions decided so far, before the status that records them."""
+        events, self.events = self.events, []
+        for name, event in events:
+            try:
+                self.kube.emit_event(
+                    self.obj,
+                    reason=event.reason,
+                    message=event.message,
+                    warning=event.warning,
+                    name=name,
+                )
+                self.writes += 1
+            except ConflictError:
+                pass  # announced before a crash: this is the replay of that transition
+            except KubeError as error:
+                log.warning("could not record event %s: %s", event.reason, error)
+
+
+def _intent(status: CanaryRolloutStatus) -> tuple[object, ...]:
+    """What must be on record before the actions that follow from it (see the module doc)."""
+    return (
+        status.canary_revision,
+        status.stable_revision,
+        status.abort_reason,
+        status.controls,
+    )
 
 
 def reconcile(
@@ -225,6 +294,22 @@ def reconcile(
             return Result(0, finalized=True)  # nothing was ever routed for an invalid spec
         return _invalid(kube, obj, error, now())
     current = _Pass(kube, obj, rollout, deleting)
+    try:
+        result = _converge(current, now, deleting, runner)
+    finally:
+        # Best effort even when an action failed: the status holds decisions and observations
+        # (never that an action succeeded); the events go first, named by their transition.
+        current.emit_events()
+        current.flush()
+    return replace(result, writes=current.writes)
+
+
+def _converge(
+    current: _Pass,
+    now: Callable[[], datetime],
+    deleting: bool,
+    runner: analyses.Runner | None,
+) -> Result:
     requeue = RESYNC_SECONDS
     for _ in range(MAX_PASSES):
         observed, router_error = current.observe()
@@ -241,16 +326,30 @@ def reconcile(
         memory = s.memory_from(current.rollout.status)
         decision = m.decide(plan, memory, observed, at)
         for reason, message, warning in progress.events:
-            current.act(m.EmitEvent(reason, message, warning), router_error)
+            # Each measurement is news of its own: its time tells it apart.
+            measured = m.EmitEvent(reason, message, warning)
+            current.pass_events.append((measured, at.isoformat()))
         for action in decision.actions:
-            current.act(action, router_error)
+            if isinstance(action, m.EmitEvent):
+                current.act(action, router_error)
         if decision.done_deleting:
+            current.name_events(memory)
+            for action in decision.mutating:
+                current.act(action, router_error)
             metrics.forget_rollout(current.workload.namespace, current.workload.name)
-            return Result(0, finalized=True, writes=current.writes)
+            return Result(0, finalized=True)
         _record_metrics(current, memory, decision, at)
         new = s.status_from(current.rollout, decision, at, router_error=router_error)
         new.analysis = _runs(current.rollout, decision.memory, progress)
-        current.write_status(new)
+        intent = _intent(new) != _intent(current.written)
+        current.advance(new)
+        current.name_events(memory)
+        if intent:
+            current.emit_events()
+            current.flush()
+        for action in decision.mutating:
+            current.act(action, router_error)
+        current.name_events(memory)  # what the actions had to say (an image not pinned)
         requeue = RESYNC_SECONDS if decision.requeue_after is None else decision.requeue_after
         if progress.next_due is not None:
             requeue = min(requeue, max(0.05, (progress.next_due - at).total_seconds()))
@@ -259,7 +358,7 @@ def reconcile(
         weight_changed = any(isinstance(a, m.SetWeight) for a in decision.actions)
         if requeue > 0 and not weight_changed:
             break
-    return Result(max(requeue, 0.0), writes=current.writes)
+    return Result(max(requeue, 0.0))
 
 
 def _runs(

@@ -227,7 +227,13 @@ class Rollouts:
             if e["involvedObject"].get("name") == name
             and e["involvedObject"].get("kind") == "CanaryRollout"
         ]
-        events.sort(key=lambda e: (e.get("firstTimestamp") or "", e["metadata"]["name"]))
+        # eventTime has microseconds (events.k8s.io); firstTimestamp only seconds.
+        events.sort(
+            key=lambda e: (
+                e.get("eventTime") or e.get("firstTimestamp") or "",
+                e["metadata"]["name"],
+            )
+        )
         return [(e.get("reason", ""), e.get("message", "")) for e in events]
 
     def reasons(self, name: str) -> list[str]:

@@ -183,7 +183,13 @@ def test_drift_in_a_managed_deployment_is_reverted(
     wait_for(
         image, until=lambda i: i == "coalmine.dev/demo-app:v1", timeout=30, message="drift restored"
     )
-    assert "DriftReverted" in rollouts.reasons("shop")
+    # Events follow the status write that records their transition: a moment after the fix.
+    wait_for(
+        lambda: rollouts.reasons("shop"),
+        until=lambda r: "DriftReverted" in r,
+        timeout=10,
+        message="a DriftReverted event",
+    )
 
 
 def test_deletion_returns_traffic_to_stable_and_keeps_the_users_route(

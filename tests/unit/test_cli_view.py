@@ -706,6 +706,7 @@ class FakeKube(Kube):
         label_selector: str | None = None,
         resource_version: str | None = None,
         timeout_seconds: int = 300,
+        bookmarks: bool = False,
     ) -> Iterator[tuple[str, Obj]]:
         self._count("watch")
         self.watched.append(resource_version)

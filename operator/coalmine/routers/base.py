@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from coalmine.api.types import SpecModel
 from coalmine.labels import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, owned_labels
-from coalmine.resources import Obj
+from coalmine.resources import Obj, Resource
 
 if TYPE_CHECKING:
     from coalmine.kube import Kube
 
 JsonPatch = list[dict[str, Any]]
+Reference = tuple[Resource, str, str]
 
 
 class RoutingConfig(SpecModel):
@@ -26,6 +27,11 @@ class RoutingConfig(SpecModel):
 
     weighted: ClassVar[bool] = True
     """True when the weight lives in a routing object; False when replica counts realise it."""
+
+    def references(self, namespace: str) -> list[Reference]:
+        """The objects this configuration points at, as (kind, namespace, name): a change to one
+        of them concerns the rollout. ``name`` "*" stands for every object of the namespace."""
+        return []
 
 
 class RouterError(RuntimeError):

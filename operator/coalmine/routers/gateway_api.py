@@ -29,7 +29,14 @@ from coalmine.api.limits import (
     LABEL_MAX_LENGTH,
     NAME_MAX_LENGTH,
 )
-from coalmine.routers.base import RouterError, RoutingConfig, Target, percentage, split
+from coalmine.routers.base import (
+    Reference,
+    RouterError,
+    RoutingConfig,
+    Target,
+    percentage,
+    split,
+)
 
 
 class GatewayAPIRouting(RoutingConfig):
@@ -42,6 +49,13 @@ class GatewayAPIRouting(RoutingConfig):
         default=None, max_length=LABEL_MAX_LENGTH, pattern=DNS1123_LABEL_PATTERN
     )
     """Namespace of the HTTPRoute; the rollout's namespace when omitted."""
+
+    def references(self, namespace: str) -> list[Reference]:
+        where = self.namespace or namespace
+        found: list[Reference] = [(r.HTTP_ROUTES, where, self.http_route)]
+        if where != namespace:
+            found.append((r.REFERENCE_GRANTS, where, "*"))  # what allows the route to be used
+        return found
 
 
 def _config(target: Target) -> GatewayAPIRouting:

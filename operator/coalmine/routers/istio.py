@@ -33,7 +33,14 @@ if TYPE_CHECKING:
 from pydantic import Field, StrictStr
 
 from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, MAX_ISTIO_ROUTES, NAME_MAX_LENGTH
-from coalmine.routers.base import RouterError, RoutingConfig, Target, percentage, split
+from coalmine.routers.base import (
+    Reference,
+    RouterError,
+    RoutingConfig,
+    Target,
+    percentage,
+    split,
+)
 
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -81,6 +88,9 @@ class IstioRouting(RoutingConfig):
         Field(min_length=1, max_length=MAX_ISTIO_ROUTES)
     )
     """Names of the HTTP routes in the VirtualService whose weights coalmine sets."""
+
+    def references(self, namespace: str) -> list[Reference]:
+        return [(r.VIRTUAL_SERVICES, namespace, self.virtual_service)]
 
 
 def _field(target: Target, key: str) -> str:

@@ -35,6 +35,7 @@ from pydantic import Field, StrictStr
 
 from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, NAME_MAX_LENGTH
 from coalmine.routers.base import (
+    Reference,
     RouterError,
     RoutingConfig,
     Target,
@@ -63,6 +64,9 @@ class NginxRouting(RoutingConfig):
 
     ingress: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
     """Name of the Ingress that routes to the Service; coalmine adds a canary Ingress beside it."""
+
+    def references(self, namespace: str) -> list[Reference]:
+        return [(r.INGRESSES, namespace, self.ingress)]
 
 
 def ingress_name(target: Target) -> str:

@@ -24,6 +24,7 @@ from pydantic import Field, StrictStr
 
 from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, NAME_MAX_LENGTH
 from coalmine.routers.base import (
+    Reference,
     RouterError,
     RoutingConfig,
     Target,
@@ -43,6 +44,9 @@ class SMIRouting(RoutingConfig):
 
     traffic_split: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
     """Name of the TrafficSplit coalmine creates and owns, in the rollout's namespace."""
+
+    def references(self, namespace: str) -> list[Reference]:
+        return [(r.TRAFFIC_SPLITS, namespace, self.traffic_split)]
 
 
 def split_name(target: Target) -> str:
