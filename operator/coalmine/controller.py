@@ -29,7 +29,7 @@ from coalmine.dependencies import DependencyIndex, references
 from coalmine.kube import CacheNotReadyError, ForbiddenError, Informer, Kube, KubeError
 from coalmine.labels import FINALIZER, MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, SHARD_LABEL
 from coalmine.peering import outranked, peering_resource
-from coalmine.reconcile import reconcile
+from coalmine.reconcile import RolloutBlocked, reconcile
 from coalmine.resources import Obj, Resource
 from coalmine.settings import Settings
 from coalmine.workqueue import WorkQueue
@@ -244,6 +244,12 @@ class Controller:
                     self.queue.discard(key)
                     return
                 delay = self._reconcile(obj)
+            except RolloutBlocked as blocked:
+                # Its status says why (Ready=False); someone must change something.
+                metrics.RECONCILE_ERRORS.labels("blocked").inc()
+                log.info("rollout blocked, retrying later: %s", blocked)
+                self.queue.retry(key)
+                self._recent.append("blocked")
             except CacheNotReadyError as error:
                 # Waiting for a cache is no failure of the rollout; just look again soon.
                 log.debug("waiting for a cache: %s", error.message)

@@ -221,12 +221,16 @@ def trim(obj: Obj) -> Obj:
             for key in _KEPT_METADATA
             if key in meta and depth(meta[key]) <= 2  # labels, annotations: flat maps
         }
-        return {
+        stub = {
             "apiVersion": obj.get("apiVersion"),
             "kind": obj.get("kind"),
             "metadata": kept,
             UNREADABLE: f"nests more than {MAX_OBJECT_DEPTH} levels deep",
         }
+        status = obj.get("status")
+        if isinstance(status, dict) and depth(status) <= MAX_OBJECT_DEPTH:
+            stub["status"] = status  # the operator's memory stays readable
+        return stub
     meta.pop("managedFields", None)
     annotations = meta.get("annotations")
     if isinstance(annotations, dict):

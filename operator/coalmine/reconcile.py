@@ -43,7 +43,7 @@ from coalmine.api.resource import CanaryRollout
 from coalmine.api.status import AnalysisRunStatus, CanaryRolloutStatus
 from coalmine.api.template import images_of
 from coalmine.api.vocabulary import ImagePolicy
-from coalmine.kube import ConflictError, Kube, KubeError
+from coalmine.kube import UNREADABLE, ConflictError, InvalidError, Kube, KubeError
 from coalmine.resources import Obj
 from coalmine.routers.base import RouterError, Target, TrafficRouter
 from coalmine.routers.registry import ROUTERS
@@ -140,8 +140,8 @@ class _Pass:
         wl, kube = self.workload, self.kube
         match action:
             case m.CreateRevision(revision, replicas):
-                if revision != self.rollout.spec.revision:
-                    raise KubeError(0, "MissingRevision", f"revision {revision} is gone")
+                # The machine creates only the spec's own revision (an older one's template is
+                # not at hand); the spec it was decided from is this pass's.
                 spec = self.rollout.spec
                 w.create_revision(
                     kube,
@@ -205,9 +205,8 @@ class _Pass:
     def flush(self) -> bool:
         """Write the status, if it differs from what the API server has."""
         new = self.rollout.status
-        # status.kopf was the framework's (kopf 1.x wrote its progress there): never touched.
-        old = {k: v for k, v in self.written.to_dict().items() if k != "kopf"}
-        body = {k: v for k, v in new.to_dict().items() if k != "kopf"}
+        old = self.written.to_dict()
+        body = new.to_dict()
         if body == old:
             return False
         patch = {"status": body}
@@ -245,6 +244,13 @@ class _Pass:
             self.events.append((f"{self.workload.name}.{digest}", event))
         self.pass_events = []
 
+    def block(self, reason: str, message: str, now: datetime) -> None:
+        """Record what stops the rollout (Ready=False) and announce it once."""
+        generation = self.rollout.metadata.generation
+        self.advance(s.problem_status(self.rollout.status, reason, message, generation, now))
+        self.pass_events.append((m.EmitEvent(reason, message, warning=True), message))
+        self.name_events(s.memory_from(self.rollout.status))
+
     def emit_events(self) -> None:
         """Announce the transitions decided so far, before the status that records them."""
         events, self.events = self.events, []
@@ -274,6 +280,32 @@ def _intent(status: CanaryRolloutStatus) -> tuple[object, ...]:
     )
 
 
+class RolloutBlocked(Exception):  # noqa: N818 - a state, reported, not an accident
+    """The rollout cannot go on until someone changes something; its status says why (Ready=False).
+
+    The controller retries it with a growing delay, without a traceback in the log.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def _problem(error: Exception) -> tuple[str, str]:
+    """The Ready=False reason and message for a failure, naming the field or object."""
+    match error:
+        case w.OwnershipError():
+            return "OwnershipConflict", str(error)
+        case RouterError():
+            return "RouterError", str(error)
+        case InvalidError():
+            # The API server refused one of our writes; its message names the field.
+            return "APIRejected", f"the API server refused a write: {error.message}"
+        case _:
+            return "InternalError", f"{type(error).__name__}: {error}"
+
+
 def reconcile(
     kube: Kube,
     obj: Obj,
@@ -282,7 +314,17 @@ def reconcile(
     deleting: bool = False,
     runner: analyses.Runner | None = None,
 ) -> Result:
-    """Converge one CanaryRollout a little. Raises KubeError on API trouble (retry later)."""
+    """Converge one CanaryRollout a little.
+
+    Raises KubeError on API trouble, and RolloutBlocked once a problem only a person can mend is
+    in the status: both are retried later, with backoff.
+    """
+    unreadable = obj.get(UNREADABLE)
+    if unreadable:
+        if deleting:
+            return Result(0, finalized=True)  # nothing of it could ever be acted on
+        _blocked(kube, obj, "Unreadable", f"the object {unreadable}: nothing of it is used", now())
+        return Result(RESYNC_SECONDS)
     try:
         rollout = CanaryRollout.from_object(obj)
         pending = rollout.spec.revision != rollout.status.stable_revision
@@ -296,6 +338,17 @@ def reconcile(
     current = _Pass(kube, obj, rollout, deleting)
     try:
         result = _converge(current, now, deleting, runner)
+    except KubeError as error:
+        if not isinstance(error, InvalidError):
+            raise  # the API server is busy, away or refusing us: retried, nothing to record
+        current.block(*_problem(error), now())
+        raise RolloutBlocked(*_problem(error)) from error
+    except Exception as error:
+        reason, message = _problem(error)
+        if reason == "InternalError":
+            log.exception("reconcile failed on a bug; reporting it and retrying")
+        current.block(reason, message, now())
+        raise RolloutBlocked(reason, message) from error
     finally:
         # Best effort even when an action failed: the status holds decisions and observations
         # (never that an action succeeded); the events go first, named by their transition.
@@ -339,7 +392,13 @@ def _converge(
             metrics.forget_rollout(current.workload.namespace, current.workload.name)
             return Result(0, finalized=True)
         _record_metrics(current, memory, decision, at)
-        new = s.status_from(current.rollout, decision, at, router_error=router_error)
+        new = s.status_from(
+            current.rollout,
+            decision,
+            at,
+            router_error=router_error,
+            stable_ready=sum(observed.stable_endpoints.values()),
+        )
         new.analysis = _runs(current.rollout, decision.memory, progress)
         intent = _intent(new) != _intent(current.written)
         current.advance(new)
@@ -397,21 +456,50 @@ def _record_metrics(current: _Pass, before: m.Memory, decision: m.Decision, at: 
 def _invalid(kube: Kube, obj: Obj, error: SpecError, now: datetime) -> Result:
     """An invalid spec: say so in a condition and an event, change nothing else."""
     meta = obj.get("metadata", {})
-    try:
-        old = CanaryRolloutStatus.from_object(obj)
-    except SpecError:
-        old = CanaryRolloutStatus()
+    old = _status_of(obj)
     new = s.invalid_status(old, error.field, error.reason, meta.get("generation"), now)
-    if new.to_dict() != old.to_dict():
-        kube.patch(
-            r.CANARY_ROLLOUTS,
-            meta.get("namespace"),
-            meta["name"],
-            {"status": new.to_dict()},
-            subresource="status",
-        )
-        try:
-            kube.emit_event(obj, reason="InvalidSpec", message=str(error), warning=True)
-        except KubeError as event_error:
-            log.warning("could not record event InvalidSpec: %s", event_error)
+    _record_problem(kube, obj, old, new, reason="InvalidSpec", message=str(error))
     return Result(RESYNC_SECONDS)
+
+
+def _blocked(kube: Kube, obj: Obj, reason: str, message: str, now: datetime) -> None:
+    """A rollout that cannot be parsed at all: Ready=False and one event, nothing else."""
+    old = _status_of(obj)
+    new = s.problem_status(old, reason, message, obj["metadata"].get("generation"), now)
+    _record_problem(kube, obj, old, new, reason=reason, message=message)
+
+
+def _status_of(obj: Obj) -> CanaryRolloutStatus:
+    try:
+        return CanaryRolloutStatus.from_object(obj)
+    except SpecError:
+        return CanaryRolloutStatus()
+
+
+def _record_problem(
+    kube: Kube,
+    obj: Obj,
+    old: CanaryRolloutStatus,
+    new: CanaryRolloutStatus,
+    *,
+    reason: str,
+    message: str,
+) -> None:
+    if new.to_dict() == old.to_dict():
+        return  # said already: no write, no event
+    meta = obj["metadata"]
+    # Named by what it says, so a replay after a crash between the two writes adds nothing.
+    digest = hashlib.sha256(
+        json.dumps([meta.get("uid"), meta.get("generation"), reason, message]).encode()
+    ).hexdigest()[:20]
+    with contextlib.suppress(ConflictError):
+        kube.emit_event(
+            obj, reason=reason, message=message, warning=True, name=f"{meta['name']}.{digest}"
+        )
+    kube.patch(
+        r.CANARY_ROLLOUTS,
+        meta.get("namespace"),
+        meta["name"],
+        {"status": new.to_dict()},
+        subresource="status",
+    )

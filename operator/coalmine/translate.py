@@ -7,7 +7,7 @@ history, the ``2/5`` step display) from the machine's decisions. Pure: no I/O, t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from coalmine import machine as m
@@ -22,6 +22,7 @@ from coalmine.api.status import (
 )
 from coalmine.api.template import images_of
 from coalmine.api.vocabulary import (
+    AnalysisVerdict,
     ConditionStatus,
     ConditionType,
     Control,
@@ -53,6 +54,7 @@ def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
         generation=rollout.metadata.generation or 1,
         progress_deadline_seconds=spec.progress_deadline_seconds,
         scale_down_delay_seconds=spec.scale_down_delay_seconds,
+        abort_scale_down_delay_seconds=spec.abort_scale_down_delay_seconds,
         revision_history_limit=spec.revision_history_limit,
         deleting=deleting,
         restore_stable_on_delete=spec.deletion_policy == DeletionPolicy.RESTORE_STABLE,
@@ -88,6 +90,12 @@ def memory_from(status: CanaryRolloutStatus) -> m.Memory:
         scale_down_at={p.revision: p.scale_down_at for p in status.pending_scale_downs},
         handled=handled,
         steps_hash=status.steps_hash or "",
+        # History keeps the last HISTORY_LIMIT revisions: an older kept revision is not known to
+        # have been stable, and going back to it walks the steps (the safe side).
+        promoted=frozenset(
+            {r.revision for r in status.history if r.outcome == Outcome.PROMOTED}
+            | ({status.stable_revision} if status.stable_revision else set())
+        ),
     )
 
 
@@ -101,18 +109,26 @@ def controls_on(annotations: Mapping[str, str]) -> dict[Control, str]:
 
 
 def _record(
-    history: list[RevisionRecord], revision: str, outcome: Outcome, now: datetime, **more: object
+    history: list[RevisionRecord],
+    revision: str,
+    outcome: Outcome,
+    now: datetime,
+    *,
+    images: list[str] | None = None,
+    message: str | None = None,
 ) -> list[RevisionRecord]:
     records = [r for r in history if r.revision != revision]
     old = next((r for r in history if r.revision == revision), None)
     started = old.started_at if old is not None and outcome != Outcome.IN_PROGRESS else now
+    if images is None:
+        images = list(old.images) if old is not None else []
     record = RevisionRecord(
         revision=revision,
         outcome=outcome,
-        images=list(more.get("images", old.images if old else [])),  # type: ignore[call-overload]
+        images=images,
         started_at=started,
         finished_at=None if outcome == Outcome.IN_PROGRESS else now,
-        message=str(more["message"]) if more.get("message") else None,
+        message=message or None,
     )
     return [record, *records][:HISTORY_LIMIT]
 
@@ -123,13 +139,21 @@ def status_from(
     now: datetime,
     *,
     router_error: str | None = None,
+    stable_ready: int = 0,
 ) -> CanaryRolloutStatus:
-    """The new status: the machine's memory plus conditions, history and display fields."""
+    """The new status: the machine's memory plus conditions, history and display fields.
+
+    ``stable_ready`` is the number of ready endpoints of the stable Service: Available is True
+    only while it is above 0.
+    """
     old = rollout.status
     memory = decision.memory
     status = old.model_copy(deep=True)
     status.phase = memory.phase
-    status.message = router_error or memory.message or None
+    problem = decision.problem
+    status.message = (
+        router_error or (problem.message if problem else None) or memory.message or None
+    )
     status.observed_generation = rollout.metadata.generation
     status.stable_revision = memory.stable
     status.canary_revision = memory.canary
@@ -163,7 +187,9 @@ def status_from(
     )
     status.steps_hash = memory.steps_hash or None
     status.history = _history(rollout, decision, now)
-    _conditions(status, rollout, memory, now, router_error)
+    _conditions(
+        status, rollout, decision, now, router_error=router_error, stable_ready=stable_ready
+    )
     return status
 
 
@@ -189,27 +215,57 @@ def _history(rollout: CanaryRollout, decision: m.Decision, now: datetime) -> lis
     return history
 
 
+Put = Callable[[ConditionType, ConditionStatus, str, str], None]
+
+
 def _conditions(
     status: CanaryRolloutStatus,
     rollout: CanaryRollout,
-    memory: m.Memory,
+    decision: m.Decision,
     now: datetime,
+    *,
     router_error: str | None,
+    stable_ready: int,
 ) -> None:
+    memory = decision.memory
     generation = rollout.metadata.generation
-    yes, no = ConditionStatus.TRUE, ConditionStatus.FALSE
 
     def put(kind: ConditionType, value: ConditionStatus, reason: str, message: str) -> None:
         status.set_condition(
             kind, value, reason=reason, message=message, now=now, observed_generation=generation
         )
 
+    yes, no = ConditionStatus.TRUE, ConditionStatus.FALSE
     put(ConditionType.INVALID_SPEC, no, "Valid", "the spec is valid")
-    healthy = memory.phase in (Phase.HEALTHY, Phase.PAUSED, Phase.PROGRESSING)
-    if memory.phase == Phase.FAILED:
-        put(ConditionType.AVAILABLE, no, "StableUnavailable", memory.message)
-    elif healthy or memory.phase == Phase.DEGRADED:
-        put(ConditionType.AVAILABLE, yes, "StableServing", f"revision {memory.stable} serves")
+    if decision.problem is not None:
+        put(ConditionType.READY, no, decision.problem.reason, decision.problem.message)
+    elif router_error:
+        put(ConditionType.READY, no, "RouterError", router_error)
+    else:
+        put(ConditionType.READY, yes, "Reconciled", "the operator acts on the spec as written")
+    service = f"{rollout.spec.service.name}-stable"
+    if stable_ready > 0:
+        serves = f"({stable_ready} ready endpoints)"
+        put(
+            ConditionType.AVAILABLE,
+            yes,
+            "StableServing",
+            f"revision {memory.stable} serves through Service {service} {serves}",
+        )
+    else:
+        nothing = f"revision {memory.stable} serves nothing"
+        put(
+            ConditionType.AVAILABLE,
+            no,
+            "StableUnavailable",
+            f"Service {service} has no ready endpoint: {nothing}",
+        )
+    _canary_conditions(memory, put, router_error)
+    _analysis_condition(status, memory, put)
+
+
+def _canary_conditions(memory: m.Memory, put: Put, router_error: str | None) -> None:
+    yes, no = ConditionStatus.TRUE, ConditionStatus.FALSE
     if router_error:
         put(ConditionType.PROGRESSING, no, "RouterError", router_error)
     elif memory.canary is not None and not memory.aborted:
@@ -230,19 +286,57 @@ def _conditions(
         put(ConditionType.ABORTED, no, "NotAborted", "no canary is aborted")
 
 
+_ANALYSIS_STATUS = {
+    AnalysisVerdict.SUCCESSFUL: ConditionStatus.TRUE,
+    AnalysisVerdict.FAILED: ConditionStatus.FALSE,
+}
+
+
+def _analysis_condition(status: CanaryRolloutStatus, memory: m.Memory, put: Put) -> None:
+    """The latest analysis run of the current canary, when it has one."""
+    runs = [run for run in status.analysis or [] if run.revision == memory.canary]
+    if not runs:
+        return
+    latest = max(runs, key=lambda run: run.started_at)
+    verdict = AnalysisVerdict(latest.verdict)
+    put(
+        ConditionType.ANALYSIS,
+        _ANALYSIS_STATUS.get(verdict, ConditionStatus.UNKNOWN),
+        f"Analysis{verdict.value}",
+        f"{latest.name}: {latest.message}",
+    )
+
+
 def invalid_status(
     status: CanaryRolloutStatus, field: str, reason: str, generation: int | None, now: datetime
 ) -> CanaryRolloutStatus:
     """Keep the memory, say why the spec cannot be used: nothing moves while it is invalid."""
-    new = status.model_copy(deep=True)
+    new = problem_status(status, "InvalidSpec", f"{field}: {reason}", generation, now)
     new.phase = Phase.FAILED
     new.message = f"invalid spec: {field}: {reason}"
-    new.observed_generation = generation
     new.set_condition(
         ConditionType.INVALID_SPEC,
         ConditionStatus.TRUE,
         reason="InvalidSpec",
         message=f"{field}: {reason}",
+        now=now,
+        observed_generation=generation,
+    )
+    return new
+
+
+def problem_status(
+    status: CanaryRolloutStatus, reason: str, message: str, generation: int | None, now: datetime
+) -> CanaryRolloutStatus:
+    """Keep the memory, say what stops the operator (Ready=False) and where: it will retry."""
+    new = status.model_copy(deep=True)
+    new.message = message
+    new.observed_generation = generation
+    new.set_condition(
+        ConditionType.READY,
+        ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
         now=now,
         observed_generation=generation,
     )

@@ -260,6 +260,7 @@ def test_crd_defaults_are_the_model_defaults() -> None:
         "minReadySeconds": 0,
         "progressDeadlineSeconds": 600,
         "scaleDownDelaySeconds": 30,
+        "abortScaleDownDelaySeconds": 30,
         "revisionHistoryLimit": 3,
         "deletionPolicy": "RestoreStable",
     }

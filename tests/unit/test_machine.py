@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coalmine import machine as m
-from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, StepAction
+from coalmine.api.limits import PENDING_SCALE_DOWN_LIMIT
+from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
 
 from .machine_world import Deployment, World, plan
 
@@ -225,10 +226,10 @@ def test_timed_pause_asks_to_be_woken_when_it_ends() -> None:
 
 def test_no_more_revisions_wait_to_scale_down_than_the_status_holds() -> None:
     world = started(scale_down_delay_seconds=600)
-    for index in range(m.PENDING_LIMIT + 3):
+    for index in range(PENDING_SCALE_DOWN_LIMIT + 3):
         world.deployments[f"old{index:02d}"] = Deployment(replicas=1, ready=1)
     decision = world.step()
-    assert len(decision.memory.scale_down_at) == m.PENDING_LIMIT
+    assert len(decision.memory.scale_down_at) == PENDING_SCALE_DOWN_LIMIT
     scaled = [a.revision for a in decision.actions if isinstance(a, m.ScaleRevision)]
     assert len(scaled) == 3
 
@@ -438,6 +439,15 @@ def check_invariants(world: World, observed: m.Observed, decision: m.Decision) -
             if action.replicas < current:
                 _assert_traffic_left(observed, action, world.plan.replicas)
     assert 0 <= memory.desired_weight <= 100
+    if not world.plan.weighted and canary is not None and observed.weight is not None:
+        # The replica ratio never gives the canary more than a step asked for (issue 9, item 2):
+        # at most the largest weight asked of this canary so far.
+        asked = max(
+            (d.memory.desired_weight for _, d in world.history[:-1] if d.memory.canary == canary),
+            default=0,
+        )
+        if not before.aborted and before.stage == Stage.STEPS:
+            assert observed.weight <= max(asked, 0) or observed.weight == 0, (observed, asked)
     if memory.canary == before.canary and memory.canary is not None:
         # No step is skipped silently: each one passed is announced (promote-full and retry
         # move the index on purpose, and say so).

@@ -118,6 +118,7 @@ spec:
   minReadySeconds: 10
   progressDeadlineSeconds: 300
   scaleDownDelaySeconds: 60
+  abortScaleDownDelaySeconds: 10
   revisionHistoryLimit: 5
   deletionPolicy: LeaveRouting
 status:
@@ -902,6 +903,7 @@ def test_every_enum_value_says_what_it_means(enum: type[DocumentedEnum]) -> None
 def test_phases_and_condition_types_are_the_documented_ones() -> None:
     assert [p.value for p in Phase] == ["Healthy", "Progressing", "Paused", "Degraded", "Failed"]
     assert [c.value for c in ConditionType] == [
+        "Ready",
         "Available",
         "Progressing",
         "Paused",

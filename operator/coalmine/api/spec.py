@@ -168,7 +168,7 @@ class Step(SpecModel):
     pause: Pause | None = None
 
     analysis: FreeForm | None = None
-    """Run analysis templates against the canary and wait for the verdict (reserved)."""
+    """Run analysis templates against the canary and wait for the verdict (docs/analysis.md)."""
 
     @model_validator(mode="after")
     def _exactly_one_action(self) -> Self:
@@ -220,8 +220,8 @@ class CanaryRolloutSpec(SpecModel):
     """The canary steps, in order (1 to 100). After the last one the canary is promoted."""
 
     analysis: FreeForm | None = None
-    """Background analysis that runs during the whole canary (reserved for the analysis
-    feature)."""
+    """Background analysis that judges the canary during its steps, from startingStep on
+    (docs/analysis.md)."""
 
     min_ready_seconds: Integer = Field(default=0, ge=0, le=INT32_MAX)
     """Seconds a new pod must be ready, without crashing, before it counts as available."""
@@ -233,6 +233,11 @@ class CanaryRolloutSpec(SpecModel):
     scale_down_delay_seconds: Integer = Field(default=30, ge=0, le=INT32_MAX)
     """Seconds a revision keeps its pods after it stops receiving traffic, so in-flight
     requests finish and routers that cache endpoints catch up."""
+
+    abort_scale_down_delay_seconds: Integer = Field(default=30, ge=0, le=INT32_MAX)
+    """Seconds an aborted canary keeps its pods after traffic has left it, so the requests it
+    was serving finish (0: scaled down at once). With the ratio of replicas traffic leaves a
+    canary only as its pods go, so there it is scaled down at once."""
 
     revision_history_limit: Integer = Field(default=3, ge=0, le=MAX_REVISION_HISTORY_LIMIT)
     """Old revisions whose Deployments are kept, scaled to zero (0-50). Going back to a kept

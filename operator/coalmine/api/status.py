@@ -22,7 +22,7 @@ from coalmine.api.limits import (
     MAX_WEIGHT,
     PENDING_SCALE_DOWN_LIMIT,
 )
-from coalmine.api.types import FreeForm, StatusModel, plain_json
+from coalmine.api.types import StatusModel, plain_json
 from coalmine.api.vocabulary import ConditionStatus, ConditionType, Outcome, Phase, Stage
 
 
@@ -235,10 +235,6 @@ class CanaryRolloutStatus(StatusModel):
 
     analysis: list[AnalysisRunStatus] | None = Field(default=None, max_length=2)
     """The analysis runs of the current canary (an analysis step's and the background one)."""
-
-    kopf: FreeForm | None = None
-    """Bookkeeping of the kopf framework (handler progress during deletion), kept here so
-    the operator never writes annotations a GitOps tool would see as drift."""
 
     @field_validator("conditions")
     @classmethod

@@ -144,9 +144,16 @@ class Stage(DocumentedEnum):
 class ConditionType(DocumentedEnum):
     """The kinds of condition in `status.conditions`, at most one of each."""
 
+    READY = (
+        "Ready",
+        "True while the operator can act on the spec as written; False with the reason that "
+        "stops it, naming the field or object: InvalidSpec, RouterError, OwnershipConflict, "
+        "APIRejected, RevisionGone, Unreadable, InternalError. It retries with a growing delay.",
+    )
     AVAILABLE = (
         "Available",
-        "True while the stable revision serves traffic; False when no revision can (phase Failed).",
+        "True while the stable Service has ready endpoints; False while it has none (the message "
+        "names the revision that serves nothing).",
     )
     PROGRESSING = (
         "Progressing",
@@ -171,8 +178,8 @@ class ConditionType(DocumentedEnum):
     )
     ANALYSIS = (
         "Analysis",
-        "the latest analysis result (reserved for the analysis feature): True passing, False "
-        "failed, Unknown running or inconclusive.",
+        "the latest analysis run of the current canary: True successful, False failed, Unknown "
+        "running, inconclusive or unable to measure (reason AnalysisRunning, ...).",
     )
 
 

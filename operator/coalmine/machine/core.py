@@ -1,0 +1,416 @@
+"""``decide``: the next actions and memory of one rollout, walked step by step.
+
+The flow every rollout takes, whatever moves its traffic: the first revision becomes stable at
+once; a new template starts a canary that walks the steps (setWeight, pause, analysis), answers
+control tokens, is promoted after the last step, or is aborted and its traffic sent back.
+How a weight becomes real traffic is the strategy's (`weighted`, `ratio`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
+from coalmine.machine.builder import Builder
+from coalmine.machine.common import abort, deadline_passed
+from coalmine.machine.ratio import ReplicaRatio
+from coalmine.machine.strategy import Strategy
+from coalmine.machine.types import (
+    PENDING_LIMIT,
+    AnalysisObserved,
+    Decision,
+    DeleteRevision,
+    FinalizeRouting,
+    Memory,
+    Observed,
+    Plan,
+    RestoreRevision,
+    ScaleRevision,
+    SelectRevisions,
+)
+from coalmine.machine.weighted import WeightedRouting
+
+WEIGHTED: Strategy = WeightedRouting()
+RATIO: Strategy = ReplicaRatio()
+
+
+def decide(plan: Plan, memory: Memory, observed: Observed, now: datetime) -> Decision:
+    """The next actions and memory for one rollout. Pure: same inputs, same decision."""
+    b = Builder(plan, memory, observed, now)
+    strategy = WEIGHTED if plan.weighted else RATIO
+    if plan.deleting:
+        return _finalize(b, strategy)
+    _restore_drift(b)
+    if b.memory.stable is None:
+        _first_revision(b)
+    if _superseded(b):
+        # The template moved on (or back) while a canary was in flight: retire it first.
+        _retire(b, strategy, superseded=True)
+    elif b.memory.canary is None and plan.revision != b.memory.stable:
+        _start_canary(b)
+    _restart_on_new_steps(b)
+    # After the canary starts, so a control sent with a new template applies to it.
+    _handle_controls(b, strategy)
+    if b.memory.canary is None:
+        _steady(b, strategy)
+    elif not _superseded(b):
+        _advance(b, strategy)
+    _scale_down_old(b)
+    _prune(b)
+    return b.decision()
+
+
+def _superseded(b: Builder) -> bool:
+    canary = b.memory.canary
+    if canary is None or canary == b.plan.revision:
+        return False
+    # Once the stable Service selects the canary, finishing the promotion is the safe way
+    # out, even if the template changed again: the next decision starts the newer canary.
+    return b.memory.stage not in (Stage.SWITCH_STABLE, Stage.RETURN_TO_STABLE)
+
+
+def _restart_on_new_steps(b: Builder) -> None:
+    """Steps edited mid-canary: walk the new ones from the start (never promote early)."""
+    if b.memory.steps_hash == b.plan.steps_hash:
+        return
+    walking = b.memory.canary is not None and b.memory.stage == Stage.STEPS
+    if walking and b.memory.steps_hash and not b.memory.aborted and not b.memory.rollback:
+        b.event("StepsChanged", "the steps changed during the canary: starting them over")
+        b.memory = replace(b.memory, step=0, step_started=b.now)
+    b.memory = replace(b.memory, steps_hash=b.plan.steps_hash)
+
+
+def _restore_drift(b: Builder) -> None:
+    for revision, observed in sorted(b.observed.revisions.items()):
+        if observed.drifted:
+            b.act(RestoreRevision(revision))
+            b.event(
+                "DriftReverted",
+                f"the template of Deployment for revision {revision} was edited; restored it "
+                "(revisions are immutable: change the CanaryRollout's template instead)",
+                warning=True,
+            )
+
+
+# --- controls ----------------------------------------------------------------------------------
+
+
+def _new_tokens(b: Builder) -> dict[Control, str]:
+    fresh = {}
+    for control in Control:
+        token = b.observed.controls.get(control)
+        if token and b.memory.handled.get(control) != token:
+            fresh[control] = token
+    return fresh
+
+
+def _handle_controls(b: Builder, strategy: Strategy) -> None:
+    """Act once on each new control token; record it so a restart never acts on it again."""
+    fresh = _new_tokens(b)
+    if not fresh:
+        return
+    b.memory = replace(b.memory, handled={**b.memory.handled, **fresh})
+    walking = (
+        b.memory.canary is not None
+        and b.memory.canary == b.plan.revision
+        and not b.memory.aborted
+        and b.memory.stage == Stage.STEPS
+    )
+    if Control.ABORT in fresh:
+        # Abort wins over anything asked at the same time.
+        if walking:
+            abort(b, "AbortedByUser", "aborted on request (coalmine.dev/abort)")
+        else:
+            b.event("ControlIgnored", "abort: no canary in flight to abort")
+        return
+    if Control.RETRY in fresh:
+        _retry(b)
+        return
+    if not walking:
+        for control in (Control.PROMOTE_FULL, Control.PROMOTE):
+            if control in fresh:
+                b.event("ControlIgnored", f"{control}: no canary walking its steps")
+        return
+    if Control.PROMOTE_FULL in fresh:
+        b.memory = replace(b.memory, step=len(b.plan.steps), step_started=b.now)
+        b.event("PromotedFull", "promote-full: skipping the remaining steps")
+    elif Control.PROMOTE in fresh:
+        _complete_step(b, "promoted on request")
+
+
+def _retry(b: Builder) -> None:
+    canary = b.memory.canary
+    if canary is None or canary != b.plan.revision or not b.memory.aborted:
+        b.event("ControlIgnored", "retry: only an aborted canary can be retried")
+        return
+    b.fresh_canary(canary, message=f"retrying revision {canary} from the first step")
+    b.event("Retried", f"retrying revision {canary} from the first step")
+
+
+# --- no canary ---------------------------------------------------------------------------------
+
+
+def _first_revision(b: Builder) -> None:
+    """First apply: the revision becomes stable at once, routed 100%."""
+    revision = b.plan.revision
+    b.memory = replace(b.memory, stable=revision, promoted=b.memory.promoted | {revision})
+    b.fresh_canary(None, message=f"revision {revision} is the first: it becomes stable at once")
+    if revision not in b.observed.revisions:
+        b.event("RevisionCreated", f"revision {revision} created as the stable revision")
+
+
+def _start_canary(b: Builder) -> None:
+    revision = b.plan.revision
+    if revision in b.observed.revisions and revision in b.memory.promoted:
+        # Fast rollback: a revision the status records as having been stable, and whose
+        # Deployment is still kept, goes straight back, skipping the steps. A Deployment that
+        # merely exists proves nothing (it may be a canary a crash left half-made).
+        b.fresh_canary(
+            revision,
+            step=len(b.plan.steps),
+            rollback=True,
+            message=f"rolling back to kept revision {revision}, skipping the steps",
+        )
+        b.event("RollingBack", f"template matches kept revision {revision}: skipping the steps")
+        return
+    b.fresh_canary(revision, message=f"rolling out revision {revision}")
+    b.event("RevisionCreated", f"revision {revision} created as the canary")
+
+
+def _steady(b: Builder, strategy: Strategy) -> None:
+    """No canary: keep the stable revision at full size and all traffic on it."""
+    stable = b.memory.stable
+    assert stable is not None
+    b.scale(stable, b.plan.replicas)
+    b.act(SelectRevisions(stable, None))
+    routed = strategy.route(b, 0)
+    available = b.ready(stable) >= b.plan.replicas
+    if routed and available:
+        if b.memory.phase != Phase.HEALTHY:
+            b.memory = replace(
+                b.memory, phase=Phase.HEALTHY, message=f"revision {stable} is stable and available"
+            )
+        return
+    if not available and deadline_passed(b):
+        if b.memory.phase != Phase.FAILED:
+            b.event(
+                "ProgressDeadlineExceeded",
+                f"stable revision {stable} has {b.ready(stable)}/{b.plan.replicas} ready pods "
+                f"after {b.plan.progress_deadline_seconds:.0f} s",
+                warning=True,
+            )
+        b.memory = replace(
+            b.memory,
+            phase=Phase.FAILED,
+            message=f"stable revision {stable} is not available: "
+            f"{b.ready(stable)}/{b.plan.replicas} pods ready",
+        )
+    elif b.memory.phase != Phase.FAILED:
+        b.memory = replace(
+            b.memory,
+            phase=Phase.PROGRESSING,
+            message=f"waiting for revision {stable} to be available",
+        )
+    b.wait()
+
+
+# --- a canary ----------------------------------------------------------------------------------
+
+
+def _advance(b: Builder, strategy: Strategy) -> None:
+    if b.memory.stage == Stage.ABORTING or b.memory.aborted:
+        _retire(b, strategy, superseded=False)
+        return
+    if b.memory.stage not in (Stage.FULL_WEIGHT, Stage.SWITCH_STABLE, Stage.RETURN_TO_STABLE):
+        if b.memory.step < len(b.plan.steps):
+            _walk_step(b, strategy)
+        else:
+            b.memory = replace(b.memory, stage=Stage.FULL_WEIGHT)
+            strategy.promote(b)
+    else:
+        strategy.promote(b)
+    if b.memory.aborted and not b.start.aborted:
+        # Aborted during this decision (deadline, analysis): traffic goes back at once.
+        _retire(b, strategy, superseded=False)
+
+
+def _walk_step(b: Builder, strategy: Strategy) -> None:
+    canary = b.memory.canary
+    assert canary is not None
+    step = b.plan.steps[b.memory.step]
+    strategy.keep_stable_serving(b)
+    if _background_holds(b, canary):
+        return
+    if step.kind == StepAction.SET_WEIGHT:
+        b.memory = replace(b.memory, phase=Phase.PROGRESSING)
+        if strategy.weight_step(b, canary, step.weight):
+            _complete_step(b, f"canary weight {step.weight}% confirmed")
+            _after_step(b)
+        return
+    # Pauses and analysis hold the canary at the weight reached so far, at the size it needs.
+    held = b.memory.desired_weight
+    strategy.hold(b, canary, held)
+    if b.memory.aborted:
+        return
+    if step.kind == StepAction.PAUSE and step.pause_seconds is not None:
+        started = b.memory.step_started or b.now
+        left = step.pause_seconds - (b.now - started).total_seconds()
+        if left <= 0:
+            _complete_step(b, f"pause of {step.pause_seconds:g} s elapsed")
+            _after_step(b)
+            return
+        until = started + timedelta(seconds=step.pause_seconds)
+        _pause(b, f"paused for {step.pause_seconds:g} s at {held}% (until {until:%H:%M:%S}Z)")
+        b.wait(left)
+    elif step.kind == StepAction.PAUSE:
+        _pause(b, f"paused at {held}% until promoted (coalmine.dev/promote)")
+    else:
+        _analysis_step(b, canary, held)
+
+
+def _judged(b: Builder, run: AnalysisObserved, what: str) -> bool:
+    """Act on a final verdict that stops the canary; True when it did (abort or pause)."""
+    if run.verdict == AnalysisVerdict.FAILED:
+        abort(b, "AnalysisFailed", f"{what} failed: {run.message}")
+        return True
+    if run.verdict == AnalysisVerdict.INCONCLUSIVE:
+        _pause(b, f"{what} inconclusive: {run.message} (promote to go on, abort to roll back)")
+        return True
+    if run.verdict == AnalysisVerdict.ERROR:
+        # Errors are no evidence: never promote on them, let a person decide.
+        _pause(b, f"{what} could not measure: {run.message} (promote to go on, abort)")
+        return True
+    return False
+
+
+def _background_holds(b: Builder, canary: str) -> bool:
+    start = b.plan.background_from_step
+    run = b.observed.background_analysis
+    if start is None or run is None or b.memory.step < start:
+        return False
+    return _judged(b, run, "background analysis")
+
+
+def _analysis_step(b: Builder, canary: str, held: int) -> None:
+    run = b.observed.step_analysis
+    if run is None or run.verdict == AnalysisVerdict.RUNNING:
+        b.memory = replace(
+            b.memory,
+            phase=Phase.PROGRESSING,
+            message=f"analysis running at {held}%" + (f": {run.message}" if run else ""),
+        )
+        b.wait()
+        return
+    if run.verdict == AnalysisVerdict.SUCCESSFUL:
+        _complete_step(b, f"analysis successful: {run.message}")
+        _after_step(b)
+        return
+    _judged(b, run, "analysis")
+
+
+def _pause(b: Builder, message: str) -> None:
+    # One Paused event when a pause begins, not one per look at it.
+    same_pause = (
+        b.start.phase == Phase.PAUSED
+        and b.start.step == b.memory.step
+        and b.start.canary == b.memory.canary
+    )
+    if not same_pause:
+        b.event("Paused", message)
+    b.memory = replace(b.memory, phase=Phase.PAUSED, message=message)
+
+
+def _complete_step(b: Builder, why: str) -> None:
+    index = b.memory.step
+    b.event("StepCompleted", f"step {index + 1}/{len(b.plan.steps)} completed: {why}")
+    b.memory = replace(b.memory, step=index + 1, step_started=b.now, phase=Phase.PROGRESSING)
+
+
+def _after_step(b: Builder) -> None:
+    # A completed step may open the next one at once (pause with zero time, promotion).
+    b.wait(0)
+
+
+def _retire(b: Builder, strategy: Strategy, *, superseded: bool) -> None:
+    """Traffic back to stable, confirmed; only then is the canary let go."""
+    canary, stable = b.memory.canary, b.memory.stable
+    assert canary is not None
+    assert stable is not None
+    if superseded:
+        # Say what happens now, from the first status of the new generation on.
+        b.memory = replace(
+            b.memory,
+            phase=Phase.PROGRESSING,
+            message=f"retiring canary {canary}: the template changed to {b.plan.revision}",
+        )
+    if not strategy.retire(b, superseded=superseded):
+        return
+    if superseded:
+        reason = "RolledBack" if b.plan.revision == stable else "Superseded"
+        b.event(reason, f"canary {canary} retired: the template changed to {b.plan.revision}")
+        b.memory = replace(b.memory, desired_weight=0)
+        b.fresh_canary(None, message=f"canary {canary} retired")
+        b.wait(0)
+    else:
+        b.memory = replace(b.memory, stage=Stage.ABORTING, phase=Phase.DEGRADED)
+
+
+# --- housekeeping ------------------------------------------------------------------------------
+
+
+def _scale_down_old(b: Builder) -> None:
+    """Revisions that are neither stable nor canary go to 0 once their delay has passed."""
+    keep = {b.memory.stable, b.memory.canary}
+    pending: dict[str, datetime] = {}
+    canary = b.memory.canary
+    draining = canary is not None and b.memory.aborted and canary in b.memory.scale_down_at
+    if canary is not None and draining and (b.replicas(canary) or 0) > 0:
+        pending[canary] = b.memory.scale_down_at[canary]  # an aborted canary, draining
+    for revision, observed in sorted(b.observed.revisions.items()):
+        if revision in keep or observed.replicas == 0:
+            continue
+        due = b.memory.scale_down_at.get(revision)
+        if due is None:
+            due = b.now + timedelta(seconds=b.plan.scale_down_delay_seconds)
+        # Kept until the scale-down is observed, so a failed write is retried, not re-delayed.
+        pending[revision] = due
+        if due <= b.now:
+            b.act(ScaleRevision(revision, 0))
+        else:
+            b.wait((due - b.now).total_seconds())
+    # The status keeps at most PENDING_LIMIT of them: the oldest go to 0 at once to make room.
+    for revision in sorted(pending, key=lambda r: pending[r])[
+        : max(0, len(pending) - PENDING_LIMIT)
+    ]:
+        if pending[revision] > b.now:
+            b.act(ScaleRevision(revision, 0))
+        del pending[revision]
+    if pending != dict(b.memory.scale_down_at):
+        b.memory = replace(b.memory, scale_down_at=pending)
+
+
+def _prune(b: Builder) -> None:
+    keep = {b.memory.stable, b.memory.canary}
+    old = sorted(
+        (
+            (observed.created, revision)
+            for revision, observed in b.observed.revisions.items()
+            if revision not in keep and observed.replicas == 0 and observed.ready == 0
+        ),
+        reverse=True,
+    )
+    for _, revision in old[b.plan.revision_history_limit :]:
+        b.act(DeleteRevision(revision))
+
+
+def _finalize(b: Builder, strategy: Strategy) -> Decision:
+    """Deletion: send traffic back to stable (unless told to leave it), then let go."""
+    # A routing object that is gone (say, its namespace is being deleted) holds nothing to
+    # restore: waiting for it would keep the finalizer, and the namespace, forever.
+    reachable = b.observed.router_error is None
+    restore = b.plan.restore_stable_on_delete and strategy.restores_on_delete and reachable
+    if restore and b.memory.canary is not None and not strategy.route(b, 0):
+        return b.decision()
+    b.act(FinalizeRouting(restore_stable=b.plan.restore_stable_on_delete))
+    return b.decision(done_deleting=True)

@@ -1,0 +1,253 @@
+"""What the state machine reads and returns: the plan, its memory, the observation, the actions.
+
+Small frozen dataclasses, so a decision is a value: tests compare them, and nothing the machine
+returns can be changed behind its back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from coalmine.api.limits import PENDING_SCALE_DOWN_LIMIT
+from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
+
+WAIT = 5.0
+"""Seconds between looks while waiting for pods or the router: watch events usually come sooner
+(a pod turning ready, a route's status), so this only bounds how late a missed one is seen."""
+PENDING_LIMIT = PENDING_SCALE_DOWN_LIMIT
+"""Revisions waiting out scaleDownDelaySeconds that the status can hold (the CRD's maxItems)."""
+SURGE_LIMIT = 2
+"""Replica ratio: the stable revision may grow to this many times spec.replicas (at least 2
+pods) so a small canary share is never exceeded; beyond that the canary gets no pod."""
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepAction
+    weight: int = 0
+    pause_seconds: float | None = None  # None with PAUSE: until promoted
+
+
+@dataclass(frozen=True)
+class AnalysisObserved:
+    verdict: AnalysisVerdict
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the spec asks for, reduced to what the machine needs."""
+
+    revision: str
+    replicas: int
+    steps: tuple[Step, ...]
+    weighted: bool
+    """True when a router applies weights (Gateway API, NGINX, Istio, SMI); False: replica ratio."""
+    generation: int = 1
+    progress_deadline_seconds: float = 600
+    scale_down_delay_seconds: float = 30
+    abort_scale_down_delay_seconds: float = 30
+    revision_history_limit: int = 3
+    deleting: bool = False
+    restore_stable_on_delete: bool = True
+    steps_hash: str = ""
+    """Changes when the steps change; a canary walking old steps starts over on the new ones."""
+    background_from_step: int | None = None
+    """The step index from which the background analysis judges the canary; None: none."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The part of the status the machine reads and writes: the operator's only memory."""
+
+    stable: str | None = None
+    canary: str | None = None
+    step: int = 0
+    step_started: datetime | None = None
+    stage: Stage = Stage.STEPS
+    phase: Phase = Phase.PROGRESSING
+    aborted: bool = False
+    abort_reason: str | None = None
+    abort_message: str | None = None
+    rollback: bool = False
+    desired_weight: int = 0
+    confirmed_weight: int = 0
+    message: str = ""
+    scale_down_at: Mapping[str, datetime] = field(default_factory=dict)
+    handled: Mapping[Control, str] = field(default_factory=dict)
+    """Last control token handled per control."""
+    steps_hash: str = ""
+    """The steps_hash of the plan the current canary walks."""
+    promoted: frozenset[str] = frozenset()
+    """Revisions the status records as having been stable: the only ones a fast rollback may
+    return to (a Deployment that merely exists proves nothing: it may be a half-made canary)."""
+
+
+@dataclass(frozen=True)
+class RevisionObserved:
+    """One revision's Deployment as observed."""
+
+    replicas: int
+    ready: int
+    available: int
+    created: datetime
+    drifted: bool = False
+
+
+@dataclass(frozen=True)
+class Observed:
+    revisions: Mapping[str, RevisionObserved]
+    weight: int | None
+    """The canary weight the router reads back (None: not readable yet)."""
+    stable_service: str | None = None
+    """Revision selected by the stable Service (None: no Service yet)."""
+    canary_service: str | None = None
+    stable_endpoints: Mapping[str, int] = field(default_factory=dict)
+    """Ready endpoints of the stable Service, counted by the revision of their pods."""
+    canary_endpoints: Mapping[str, int] = field(default_factory=dict)
+    """Ready endpoints of the canary Service, counted by the revision of their pods."""
+    router_error: str | None = None
+    controls: Mapping[Control, str] = field(default_factory=dict)
+    """Control annotation tokens present on the object, by control."""
+    step_analysis: AnalysisObserved | None = None
+    """The verdict of the current analysis step's run (None: not started)."""
+    background_analysis: AnalysisObserved | None = None
+    """The verdict of the background analysis (None: none, or not started)."""
+
+
+# --- actions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateRevision:
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleRevision:
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class RestoreRevision:
+    """Put back the template of a managed Deployment someone edited."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
+class DeleteRevision:
+    revision: str
+
+
+@dataclass(frozen=True)
+class SelectRevisions:
+    """Point the stable and canary Services at these revisions (canary None: no pods)."""
+
+    stable: str
+    canary: str | None
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    weight: int
+
+
+@dataclass(frozen=True)
+class FinalizeRouting:
+    restore_stable: bool
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    reason: str
+    message: str
+    warning: bool = False
+
+
+Action = (
+    CreateRevision
+    | ScaleRevision
+    | RestoreRevision
+    | DeleteRevision
+    | SelectRevisions
+    | SetWeight
+    | FinalizeRouting
+    | EmitEvent
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that stops the rollout which only a person can mend; shown as Ready=False."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    memory: Memory
+    requeue_after: float | None = None
+    """Seconds until the machine wants to look again even if nothing changes; None: on events."""
+    done_deleting: bool = False
+    problem: Problem | None = None
+
+    @property
+    def mutating(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if not isinstance(a, EmitEvent))
+
+
+# --- sizes -------------------------------------------------------------------------------------
+
+
+def canary_replicas_for(weight: int, replicas: int) -> int:
+    """Ready canary pods a weighted router needs to send ``weight`` percent of ``replicas``' load.
+
+    Rounded up, so the canary never serves more per pod than the stable does; at least one pod
+    for any weight above 0 (none when the rollout has no replicas at all).
+    """
+    if weight <= 0 or replicas <= 0:
+        return 0
+    return max(1, math.ceil(replicas * weight / 100))
+
+
+def ratio_sizes(weight: int, replicas: int) -> tuple[int, int]:
+    """Replica ratio: (canary, stable) pods whose ready share realises at most ``weight`` percent.
+
+    - 0% is (0, replicas); 100% is (replicas, 0); a rollout without replicas is (0, 0).
+    - Otherwise the canary gets floor(replicas * weight / 100) pods, at least one, and the stable
+      the rest, at least one: the stable keeps serving while its weight is above 0.
+    - If the canary's share still exceeds ``weight`` (few replicas, small weight), the stable
+      grows (surges) until it does not, up to SURGE_LIMIT times replicas; a weight that needs
+      more than that gives the canary no pod at all, never a larger share than asked.
+
+    So 10 replicas at 41% are 4 canary / 6 stable (40%), 1 replica at 50% is 1 / 1, 2 replicas
+    at 25% are 1 / 3, and 1 replica at 10% is 0 / 1.
+    """
+    if replicas <= 0:
+        return 0, 0
+    if weight <= 0:
+        return 0, replicas
+    if weight >= 100:
+        return replicas, 0
+    canary = max(1, replicas * weight // 100)
+    stable = max(1, replicas - canary)
+    if canary * 100 > weight * (canary + stable):
+        # The smallest stable size that brings the canary's share down to the weight.
+        stable = math.ceil(canary * (100 - weight) / weight)
+        if stable > SURGE_LIMIT * max(replicas, 1):
+            return 0, replicas
+    return canary, stable
+
+
+def ratio_weight(canary_ready: int, stable_ready: int) -> int:
+    """The share of traffic, in percent, that ready pods behind one Service give the canary."""
+    total = canary_ready + stable_ready
+    return 0 if total == 0 else round(100 * canary_ready / total)
