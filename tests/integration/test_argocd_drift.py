@@ -225,7 +225,7 @@ def test_coalmine_puts_its_weight_back_after_a_sync_reverts_it(
     wait_for(
         app.weight,
         until=lambda weight: weight == 20,
-        timeout=30,
+        timeout=15,
         message="the operator routing 20% again after a sync reverted the weights",
     )
     assert not argocd.diff(app.route, app.live()[0], RULES).modified
