@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coalmine.api.vocabulary import Control
 from devenv import argocd as harness
 from devenv import argocdgen
 from devenv.argocd import ArgoCD, HarnessError
@@ -84,6 +85,15 @@ def test_the_argocd_cm_patch_holds_health_actions_and_ignore_rules() -> None:
     for key in data:
         if ".ignoreDifferences." in key:
             assert set(yaml.safe_load(data[key])) == {"jqPathExpressions"}
+
+
+def test_every_control_of_the_operator_is_an_action() -> None:
+    assert {control.value for control in Control} <= set(argocdgen.MENU)
+
+
+def test_a_control_the_operator_defines_takes_its_meaning_from_there() -> None:
+    # When the operator's Control enum gains pause, resume or restart, drop the pending entry.
+    assert not set(argocdgen.PENDING_CONTROLS) & {control.value for control in Control}
 
 
 def test_every_action_and_every_input_is_tested() -> None:

@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from coalmine.api.vocabulary import Control
+from coalmine.labels import control_annotation
 from devenv import paths
 
 ARGOCD_DIR = paths.REPO_ROOT / "deploy" / "argocd"
@@ -36,37 +38,32 @@ IGNORE_DIFFERENCES = ARGOCD_DIR / "ignore-differences.yaml"
 CONFIGMAP = ARGOCD_DIR / "resource-customizations.yaml"
 
 #: The Argo CD actions, in menu order: each sets the control annotation of the same name
-#: (docs/resource.md, "Control annotations"). The sentence says what the operator does.
-ACTIONS: tuple[tuple[str, str], ...] = (
-    (
-        "promote",
-        "complete the current step (a pause, timed or not, or an analysis step) and go on with "
-        "the next one.",
-    ),
-    ("promote-full", "skip every remaining step; the canary becomes the stable revision now."),
-    (
-        "abort",
-        "send all traffic back to the stable revision and scale the canary down; the rollout "
-        "stays Degraded until a retry.",
-    ),
-    ("retry", "start an aborted canary again from its first step."),
-    (
-        "pause",
-        "hold the rollout at its current weight, whatever the step; its timers stop until a "
-        "resume.",
-    ),
-    ("resume", "undo a pause: the rollout goes on from where it was held."),
-    (
-        "restart",
-        "replace the stable revision's pods a few at a time, never below the ready count its "
-        "traffic needs.",
-    ),
-)
+#: (docs/resource.md, "Control annotations").
+MENU = ("promote", "promote-full", "abort", "retry", "pause", "resume", "restart")
+
+#: What the controls the operator does not define yet do (issue 13, core-plan.md). An entry goes
+#: once coalmine.api.vocabulary.Control has the control, with its meaning.
+PENDING_CONTROLS = {
+    "pause": "hold the rollout at its current weight, whatever the step; its timers stop until "
+    "a resume.",
+    "resume": "undo a pause: the rollout goes on from where it was held.",
+    "restart": "replace the stable revision's pods a few at a time, never below the ready count "
+    "its traffic needs.",
+}
+
+
+def menu() -> tuple[tuple[str, str], ...]:
+    """(action, what it does) in menu order, the meanings from the operator's Control enum."""
+    meanings = {control.value: control.meaning for control in Control}
+    return tuple((name, meanings.get(name) or PENDING_CONTROLS[name]) for name in MENU)
+
+
+ACTIONS = menu()
 
 ACTION_TEMPLATE = """\
 {title}
 --
--- It sets the annotation coalmine.dev/{name} to a token; the operator acts on each new token
+-- It sets the annotation {annotation} to a token; the operator acts on each new token
 -- once (coalmine's docs/resource.md, "Control annotations"). The token is the object's
 -- resourceVersion: Argo CD reads the object from the API server to run an action, and every
 -- write to it (this action's own, the operator's) changes that version, so each request gets
@@ -76,7 +73,7 @@ local metadata = obj.metadata
 if metadata.annotations == nil then
   metadata.annotations = {{}}
 end
-metadata.annotations["coalmine.dev/{name}"] = "argocd-" .. (metadata.resourceVersion or "0")
+metadata.annotations["{annotation}"] = "argocd-" .. (metadata.resourceVersion or "0")
 return obj
 """
 
@@ -112,7 +109,9 @@ def dump(data: Any) -> str:
 
 def action_script(name: str, summary: str) -> str:
     title = textwrap.wrap(f'Argo CD action "{name}" for a coalmine CanaryRollout: {summary}', 96)
-    return ACTION_TEMPLATE.format(name=name, title="\n".join(f"-- {line}" for line in title))
+    return ACTION_TEMPLATE.format(
+        annotation=control_annotation(name), title="\n".join(f"-- {line}" for line in title)
+    )
 
 
 def group_kinds(root: Path = CUSTOMIZATIONS) -> list[tuple[str, str]]:

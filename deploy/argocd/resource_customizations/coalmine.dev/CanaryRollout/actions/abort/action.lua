@@ -1,5 +1,6 @@
 -- Argo CD action "abort" for a coalmine CanaryRollout: send all traffic back to the stable
--- revision and scale the canary down; the rollout stays Degraded until a retry.
+-- revision and scale the canary down; the rollout stays aborted (phase Degraded) until a retry
+-- token or a new template.
 --
 -- It sets the annotation coalmine.dev/abort to a token; the operator acts on each new token
 -- once (coalmine's docs/resource.md, "Control annotations"). The token is the object's

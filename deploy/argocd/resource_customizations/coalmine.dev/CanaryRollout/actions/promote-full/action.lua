@@ -1,5 +1,5 @@
--- Argo CD action "promote-full" for a coalmine CanaryRollout: skip every remaining step; the
--- canary becomes the stable revision now.
+-- Argo CD action "promote-full" for a coalmine CanaryRollout: skip every remaining step and
+-- analysis: the canary becomes the stable revision now.
 --
 -- It sets the annotation coalmine.dev/promote-full to a token; the operator acts on each new token
 -- once (coalmine's docs/resource.md, "Control annotations"). The token is the object's

@@ -1,5 +1,5 @@
--- Argo CD action "retry" for a coalmine CanaryRollout: start an aborted canary again from its
--- first step.
+-- Argo CD action "retry" for a coalmine CanaryRollout: after an abort, start the same canary again
+-- from its first step.
 --
 -- It sets the annotation coalmine.dev/retry to a token; the operator acts on each new token
 -- once (coalmine's docs/resource.md, "Control annotations"). The token is the object's
