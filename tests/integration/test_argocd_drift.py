@@ -200,9 +200,9 @@ def test_argocd_sees_no_drift_before_during_and_after_a_rollout(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="defect: at a pause the operator never reads the route again, so a weight someone "
-    "else wrote stays (not back after 200 s here); the informer on HTTPRoutes of the new core "
-    "(core-plan.md) should fix it",
+    reason="defect in machine.py: at a pause or analysis step the canary is held at its weight "
+    "by scaling only; the route is re-read (the informer requeues the rollout) but never set "
+    "again, so weights a sync resets stay reset while the status says the step's weight",
 )
 def test_coalmine_puts_its_weight_back_after_a_sync_reverts_it(
     argocd: ArgoCD, rollouts: Rollouts, app_for: Callable[[str], App]
