@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 NETNS ?= coalmine
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: demo demo-down help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis bench-traffic traefik traefik-down image kind-up kind-deploy lock clean
+.PHONY: demo demo-down help venv tools crds argocd cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis bench-traffic traefik traefik-down image kind-up kind-deploy lock clean
 
 demo: venv tools ## the whole thing on this machine: cluster, Traefik, operator, v2 promoted, v3 aborted, live
 	$(PY) -m devenv.demo
@@ -54,15 +54,19 @@ shell: ## a shell inside the cluster's network namespace, with KUBECONFIG and PA
 kubectl: ## run kubectl against the local cluster: make kubectl ARGS="get pods -A"
 	ip netns exec $(NETNS) .tools/bin/kubectl --kubeconfig .cluster/kubeconfig $(ARGS)
 
-lint: venv ## ruff, formatting, mypy --strict, the import-linter contracts, and crds/ up to date
+lint: venv ## ruff, formatting, mypy --strict, the import-linter contracts, crds/ and deploy/argocd/ up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) -m coalmine.crdgen --check
+	$(PY) -m devenv.argocdgen --check
 
 crds: venv ## regenerate crds/ from the pydantic models
 	$(PY) -m coalmine.crdgen
+
+argocd: venv ## regenerate deploy/argocd/: the action scripts and the argocd-cm patch
+	$(PY) -m devenv.argocdgen
 
 fmt: venv ## format and autofix
 	$(VENV)/bin/ruff format .

@@ -1,10 +1,15 @@
-"""Shared pytest configuration: every test under tests/integration is marked `integration`."""
+"""Shared pytest configuration: every test under tests/integration is marked `integration`;
+the Argo CD harness is one process for the whole session."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from devenv import argocd as argocd_harness
+from devenv.argocd import ArgoCD
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -13,3 +18,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def argocd() -> Iterator[ArgoCD]:
+    """Argo CD's Lua engine and diff (the coalmine-argocd harness), for the whole session."""
+    if not argocd_harness.available():
+        pytest.skip(f"{argocd_harness.binary()} is missing: run `make tools`")
+    with ArgoCD() as engine:
+        yield engine

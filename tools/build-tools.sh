@@ -21,6 +21,7 @@ mkdir -p "$bin" "$share" "$out/stamps" "$cache"
 K8S_VERSION=v1.36.3
 KWOK_VERSION=v0.8.0
 GATEWAY_API_VERSION=v1.4.0
+ARGOCD_VERSION=v3.5.7  # the newest Argo CD whose module Go 1.26 accepts (3.6 needs Go 1.27)
 
 command -v go >/dev/null || { echo "build-tools: the 'go' command is missing (Go >= 1.26 is needed to build the test cluster)" >&2; exit 1; }
 
@@ -57,18 +58,26 @@ build_traefik() {
         github.com/traefik/traefik/v3/cmd/traefik
 }
 
+build_argocd() {
+    # Our own harness (tools/argocd/*.go): Argo CD's Lua engine and diff normalisation.
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$1/coalmine-argocd" .
+}
+
 declare -A programs=(
     [k8s]="kube-apiserver kube-controller-manager kube-scheduler kubectl"
     [etcd]="etcd"
     [kwok]="kwok kwokctl"
     [prometheus]="prometheus"
     [traefik]="traefik"
+    [argocd]="coalmine-argocd"
 )
 
-only="${*:-k8s etcd kwok prometheus traefik}"
+only="${*:-k8s etcd kwok prometheus traefik argocd}"
 for name in $only; do
     module="$here/$name"
-    key="$(cat "$module/go.mod" "$module/go.sum" <(declare -f "build_$name" k8s_ldflags) | sha256sum | cut -c1-16)"
+    # A wrapper's own Go sources (only the argocd harness has any) are part of the key.
+    key="$(cat "$module/go.mod" "$module/go.sum" $(find "$module" -maxdepth 1 -name '*.go' | sort) \
+        <(declare -f "build_$name" k8s_ldflags) | sha256sum | cut -c1-16)"
     stamp="$out/stamps/$name"
     missing=0
     for p in ${programs[$name]}; do [[ -x "$bin/$p" ]] || missing=1; done
@@ -116,6 +125,13 @@ if key not in text:
 open(path, "w").write(text)
 PY
 cp -f "$here/devenv/kwok/"*.yaml "$share/kwok-stages/"
+
+# Argo CD's own resource customizations and their tests, to check the harness against them.
+argocd_dir="$modcache/github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION"
+[[ -d "$argocd_dir" ]] || go mod download "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION"
+rm -rf "$share/argocd-resource-customizations"
+cp -r "$argocd_dir/resource_customizations" "$share/argocd-resource-customizations"
+chmod -R u+w "$share/argocd-resource-customizations"
 
 gw_dir="$modcache/sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
 [[ -d "$gw_dir" ]] || go mod download "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"

@@ -13,11 +13,13 @@ from devenv.manifests import demo_template as template  # re-exported for the te
 __all__ = [
     "DEFAULT_STEPS",
     "ROUTERS",
+    "ROUTING_RESOURCES",
     "Rollouts",
     "manifest",
     "router_weight",
     "routing",
     "template",
+    "user_routing_manifest",
     "user_routing_object",
 ]
 from devenv.waiting import wait_for
@@ -74,68 +76,72 @@ def manifest(
     return body
 
 
-def user_routing_object(kube: Cluster, namespace: str, router: str, name: str) -> None:
-    """The routing object a user owns (HTTPRoute, Ingress, VirtualService) before the rollout."""
+def user_routing_manifest(router: str, name: str, namespace: str) -> dict[str, Any] | None:
+    """The routing object a user owns (HTTPRoute, Ingress, VirtualService), as kept in Git."""
     stable, canary = f"{name}-stable", f"{name}-canary"
+    metadata = {"name": name, "namespace": namespace}
     if router == "gatewayAPI":
-        kube.raw.create(
-            k.HTTP_ROUTES,
-            namespace,
-            {
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "HTTPRoute",
-                "metadata": {"name": name},
-                "spec": {
-                    "parentRefs": [{"name": "gw"}],
-                    "rules": [
-                        {
-                            "backendRefs": [
-                                {"name": stable, "port": 80, "weight": 100},
-                                {"name": canary, "port": 80, "weight": 0},
-                            ]
-                        }
-                    ],
-                },
+        return {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": metadata,
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "rules": [
+                    {
+                        "backendRefs": [
+                            {"name": stable, "port": 80, "weight": 100},
+                            {"name": canary, "port": 80, "weight": 0},
+                        ]
+                    }
+                ],
             },
-        )
-    elif router == "nginx":
+        }
+    if router == "nginx":
         backend = {"service": {"name": stable, "port": {"number": 80}}}
         path = {"path": "/", "pathType": "Prefix", "backend": backend}
-        kube.raw.create(
-            k.INGRESSES,
-            namespace,
-            {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "Ingress",
-                "metadata": {"name": name},
-                "spec": {
-                    "ingressClassName": "nginx",
-                    "rules": [{"host": "shop.example", "http": {"paths": [path]}}],
-                },
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": metadata,
+            "spec": {
+                "ingressClassName": "nginx",
+                "rules": [{"host": "shop.example", "http": {"paths": [path]}}],
             },
-        )
-    elif router == "istio":
-        kube.raw.create(
-            k.VIRTUAL_SERVICES,
-            namespace,
-            {
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "VirtualService",
-                "metadata": {"name": name},
-                "spec": {
-                    "hosts": ["shop.example"],
-                    "http": [
-                        {
-                            "name": "primary",
-                            "route": [
-                                {"destination": {"host": stable}, "weight": 100},
-                                {"destination": {"host": canary}, "weight": 0},
-                            ],
-                        }
-                    ],
-                },
+        }
+    if router == "istio":
+        return {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": metadata,
+            "spec": {
+                "hosts": ["shop.example"],
+                "http": [
+                    {
+                        "name": "primary",
+                        "route": [
+                            {"destination": {"host": stable}, "weight": 100},
+                            {"destination": {"host": canary}, "weight": 0},
+                        ],
+                    }
+                ],
             },
-        )
+        }
+    return None
+
+
+ROUTING_RESOURCES = {
+    "gatewayAPI": k.HTTP_ROUTES,
+    "nginx": k.INGRESSES,
+    "istio": k.VIRTUAL_SERVICES,
+}
+
+
+def user_routing_object(kube: Cluster, namespace: str, router: str, name: str) -> None:
+    """Create the routing object a user owns before the rollout (none for SMI, replicaRatio)."""
+    body = user_routing_manifest(router, name, namespace)
+    if body is not None:
+        kube.raw.create(ROUTING_RESOURCES[router], namespace, body)
 
 
 def router_weight(kube: Cluster, namespace: str, router: str, name: str) -> int | None:

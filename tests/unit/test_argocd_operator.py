@@ -1,16 +1,13 @@
-"""The Argo CD health check and actions in deploy/argocd/, run by a real Lua 5.1.
+"""The Argo CD health check and actions against statuses the operator's own code writes.
 
-Argo CD runs resource customizations in gopher-lua (Lua 5.1) with the live object in the global
-``obj``, and only the base, table and package libraries plus an ``os`` reduced to ``time`` and
-``date``. A script that calls ``string.format`` or ``math.random`` works in a plain Lua and fails
-in Argo CD, so the runtime here is cut down the same way before any script runs.
-
-The objects the scripts read are not hand-written: the operator's own code makes them. The pure
-state machine decides (driven through the simulated world of the machine tests), and
+tests/unit/test_argocd_customizations.py runs the scripts on the fixed objects of their
+upstream-format tests. What this module adds: its objects are not hand-written. The pure state
+machine decides (driven through the simulated world of the machine tests), and
 ``coalmine.translate`` turns each decision into the status exactly as ``reconcile`` writes it, so a
 renamed status field or phase breaks these tests instead of Argo CD users' dashboards. The same
 simulation then takes the actions' output back, which checks that the annotations the actions
-write are the ones the operator acts on.
+write are the ones the operator acts on. The scripts run in Argo CD's engine (the
+``coalmine-argocd`` harness), as built-ins with open libraries for health, restricted otherwise.
 """
 
 from __future__ import annotations
@@ -18,99 +15,45 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from coalmine import translate as s
 from coalmine.api.errors import SpecError
 from coalmine.api.resource import API_VERSION, KIND, CanaryRollout
 from coalmine.api.status import CanaryRolloutStatus
+from coalmine.api.vocabulary import Control
+from devenv import argocdgen
+from devenv.argocd import ArgoCD
 
 from .machine_world import EPOCH, World
 
-lua51 = pytest.importorskip(
-    "lupa.lua51",
-    reason="lupa (Lua for Python) is not installed; the Argo CD Lua tests need a real Lua 5.1",
-)
-
-ARGOCD = Path(__file__).resolve().parents[2] / "deploy" / "argocd"
-ACTIONS = ("promote", "promote-full", "abort", "retry")
+ACTIONS = tuple(name for name, _ in argocdgen.ACTIONS)
+#: Actions whose control the operator does not define yet (the operator side of pause, resume
+#: and restart lands separately): the tests that need the operator to act on them are xfails
+#: until coalmine.api.vocabulary.Control has them.
+NOT_YET_IN_THE_OPERATOR = set(ACTIONS) - {control.value for control in Control}
 HEALTH_STATES = {"Healthy", "Progressing", "Suspended", "Degraded", "Missing", "Unknown"}
-TOKEN = re.compile(r"^argocd-[0-9]{8}T[0-9]{6}Z-[0-9]+$")
-NOW = 1_790_000_000  # a fixed second for the scripts' os.date: 2026-09-21T14:13:20Z
-
-# Argo CD's Lua environment, made from a full one: what gopher-lua does not open there is
-# removed, `os` keeps only time and date (with a clock the tests control), and require("os")
-# returns that reduced table, as Argo CD preloads it. Without the string library, gopher-lua
-# strings have no methods either, hence the metatable's __index goes too.
-SANDBOX = """
-local clock = ...
-local real_date, real_time = os.date, os.time
-local safe_os = {
-  date = function(format, at) return real_date(format, at or clock()) end,
-  time = function(fields) if fields == nil then return clock() end return real_time(fields) end,
-}
-getmetatable("").__index = nil
-for _, name in ipairs({"string", "math", "io", "debug", "coroutine", "python"}) do
-  _G[name] = nil
-  package.loaded[name] = nil
-end
-os = safe_os
-package.loaded.os = safe_os
-package.path, package.cpath = "", ""
-"""
+TOKEN = re.compile(r"^argocd-[0-9]+$")
 
 
-def run_lua(path: Path, obj: Mapping[str, Any], *, now: int = NOW) -> Any:
-    """Run one script as Argo CD does: a fresh Lua state, ``obj`` global, the chunk's result."""
-    lua = lua51.LuaRuntime(register_eval=False, register_builtins=False)
-    lua.execute(SANDBOX, lambda: now)
-    lua.globals().obj = lua.table_from(copy.deepcopy(dict(obj)), recursive=True)
-    return to_python(lua.execute(path.read_text()), obj)
-
-
-def to_python(value: Any, original: Any = None) -> Any:
-    """A Lua result as JSON, read the way Argo CD reads it.
-
-    Tables keyed 1..n are lists, other tables objects. An empty table is ambiguous: Argo CD
-    encodes it as a list, then turns it back into an object where the object it passed in had
-    one (lua.go, cleanReturnedObj). ``original`` is that object, at the same place.
-    """
-    if lua51.lua_type(value) != "table":
-        return value
-    items = dict(value.items())
-    if not items:
-        return {} if isinstance(original, dict) else []
-    keys = list(items)
-    if all(isinstance(key, int) for key in keys) and sorted(keys) == list(range(1, len(keys) + 1)):
-        was: list[Any] = original if isinstance(original, list) else []
-        return [
-            to_python(items[index], was[index - 1] if index <= len(was) else None)
-            for index in range(1, len(items) + 1)
-        ]
-    had: dict[str, Any] = original if isinstance(original, dict) else {}
-    return {str(key): to_python(item, had.get(str(key))) for key, item in items.items()}
-
-
-def health(obj: Mapping[str, Any]) -> dict[str, str]:
-    result: dict[str, str] = run_lua(ARGOCD / "health.lua", obj)
+def health(argocd: ArgoCD, obj: Mapping[str, Any]) -> dict[str, str]:
+    result = argocd.health(obj)
     assert result["status"] in HEALTH_STATES
+    # Pasted into argocd-cm (restricted libraries) the script says the same.
+    assert argocd.health(obj, libraries="restricted") == result
     return result
 
 
-def action(name: str, obj: Mapping[str, Any], *, now: int = NOW) -> dict[str, Any]:
-    result: dict[str, Any] = run_lua(ARGOCD / "actions" / name / "action.lua", obj, now=now)
-    return result
+def action(argocd: ArgoCD, name: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    return argocd.action(name, obj)
 
 
-def enabled_actions(obj: Mapping[str, Any]) -> set[str]:
-    actions: dict[str, dict[str, bool]] = run_lua(ARGOCD / "actions" / "discovery.lua", obj)
+def enabled_actions(argocd: ArgoCD, obj: Mapping[str, Any]) -> set[str]:
     # Every action is always listed, so the UI shows it (greyed out) rather than hiding it.
-    assert set(actions) == set(ACTIONS)
-    return {name for name, flags in actions.items() if not flags.get("disabled", False)}
+    assert set(argocd.discovery(obj)) == set(ACTIONS)
+    return argocd.enabled_actions(obj)
 
 
 # --- the operator, without a cluster ------------------------------------------------------------
@@ -276,7 +219,7 @@ def past_deadline() -> Operator:
 def promoting() -> Operator:
     """A promote-full taken while the canary's pods are not ready: promoted, not yet done."""
     operator = progressing()
-    operator.take(action("promote-full", operator.obj))
+    operator.take(annotated(operator.obj, "promote-full", "argocd-1"))
     operator.reconcile(rounds=3)
     assert operator.phase == "Progressing"
     assert operator.obj["status"]["stage"] != "Steps"
@@ -310,129 +253,92 @@ def without_annotations(obj: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-# --- the snippet users paste is the code tested here --------------------------------------------
-
-
-def test_the_argocd_cm_snippet_inlines_exactly_the_tested_scripts() -> None:
-    snippet = yaml.safe_load((ARGOCD / "resource-customizations.yaml").read_text())
-    data = snippet["data"]
-    assert set(data) == {
-        "resource.customizations.health.coalmine.dev_CanaryRollout",
-        "resource.customizations.actions.coalmine.dev_CanaryRollout",
-    }
-    health_lua = data["resource.customizations.health.coalmine.dev_CanaryRollout"]
-    assert health_lua == (ARGOCD / "health.lua").read_text()
-    actions = yaml.safe_load(data["resource.customizations.actions.coalmine.dev_CanaryRollout"])
-    assert actions["discovery.lua"] == (ARGOCD / "actions" / "discovery.lua").read_text()
-    assert [definition["name"] for definition in actions["definitions"]] == list(ACTIONS)
-    for definition in actions["definitions"]:
-        script = ARGOCD / "actions" / definition["name"] / "action.lua"
-        assert definition["action.lua"] == script.read_text(), definition["name"]
-
-
-def test_the_sandbox_refuses_what_argocd_refuses() -> None:
-    # Guards the guard: were the sandbox as rich as plain Lua, the scripts could use string
-    # functions here and still fail in Argo CD.
-    probes = {
-        'return string.format("%d", 1)': "string",
-        'return ("x"):upper()': "index a string value",
-        "return math.floor(1.5)": "math",
-        'return io.open("/etc/hostname")': "io",
-    }
-    for code, name in probes.items():
-        lua = lua51.LuaRuntime(register_eval=False, register_builtins=False)
-        lua.execute(SANDBOX, lambda: NOW)
-        with pytest.raises(lua51.LuaError, match=name):
-            lua.execute(code)
-    lua = lua51.LuaRuntime(register_eval=False, register_builtins=False)
-    lua.execute(SANDBOX, lambda: NOW)
-    assert lua.execute('return require("os").date("!%Y-%m-%d")') == "2026-09-21"
-
-
 # --- health -------------------------------------------------------------------------------------
 
 
-def test_a_rollout_the_operator_has_not_seen_is_progressing() -> None:
-    assert health(manifest("v1"))["status"] == "Progressing"
+def test_a_rollout_the_operator_has_not_seen_is_progressing(argocd: ArgoCD) -> None:
+    assert health(argocd, manifest("v1"))["status"] == "Progressing"
 
 
-def test_a_spec_newer_than_the_status_is_progressing_whatever_the_phase() -> None:
+def test_a_spec_newer_than_the_status_is_progressing_whatever_the_phase(argocd: ArgoCD) -> None:
     operator = healthy()
     operator.edit(new_template("v2"))  # synced by Argo CD, not reconciled yet
     assert operator.obj["status"]["phase"] == "Healthy"
-    result = health(operator.obj)
-    assert result == {
+    assert health(argocd, operator.obj) == {
         "status": "Progressing",
         "message": "waiting for the coalmine operator to act on generation 2",
     }
 
 
-def test_a_canary_on_its_way_is_progressing_with_the_operators_message() -> None:
+def test_a_canary_on_its_way_is_progressing_with_the_operators_message(argocd: ArgoCD) -> None:
     operator = progressing()
-    result = health(operator.obj)
+    result = health(argocd, operator.obj)
     assert result["status"] == "Progressing"
     assert result["message"] == operator.obj["status"]["message"]
 
 
-def test_a_pause_step_is_suspended() -> None:
+def test_a_pause_step_is_suspended(argocd: ArgoCD) -> None:
     operator = paused()
-    assert health(operator.obj) == {
+    assert health(argocd, operator.obj) == {
         "status": "Suspended",
         "message": operator.obj["status"]["message"],
     }
     assert "until promoted" in operator.obj["status"]["message"]
+    # A pause step is not the pause control: its condition's reason says which.
+    paused_condition = [c for c in operator.obj["status"]["conditions"] if c["type"] == "Paused"]
+    assert [c["reason"] for c in paused_condition] == ["PauseStep"]
 
 
-def test_an_aborted_canary_is_degraded() -> None:
+def test_an_aborted_canary_is_degraded(argocd: ArgoCD) -> None:
     operator = aborted()
     assert operator.obj["status"]["abortReason"] == "AbortedByUser"
-    assert health(operator.obj) == {
+    assert health(argocd, operator.obj) == {
         "status": "Degraded",
         "message": operator.obj["status"]["message"],
     }
     assert operator.obj["status"]["message"].startswith("aborted: ")
 
 
-def test_a_canary_past_its_progress_deadline_is_degraded() -> None:
+def test_a_canary_past_its_progress_deadline_is_degraded(argocd: ArgoCD) -> None:
     operator = past_deadline()
-    result = health(operator.obj)
+    result = health(argocd, operator.obj)
     assert result["status"] == "Degraded"
     assert operator.obj["status"]["abortReason"] == "ProgressDeadlineExceeded"
     assert result["message"] == operator.obj["status"]["message"]
     assert "ready pods within 60 s" in result["message"]
 
 
-def test_an_invalid_spec_is_degraded_naming_the_field() -> None:
+def test_an_invalid_spec_is_degraded_naming_the_field(argocd: ArgoCD) -> None:
     operator = invalid()
-    result = health(operator.obj)
+    result = health(argocd, operator.obj)
     assert result["status"] == "Degraded"
     assert result["message"].startswith("invalid spec: spec.steps[0].setWeight: ")
     assert result["message"] == operator.obj["status"]["message"]
 
 
-def test_a_first_revision_that_never_comes_up_is_degraded() -> None:
+def test_a_first_revision_that_never_comes_up_is_degraded(argocd: ArgoCD) -> None:
     operator = never_available()
-    result = health(operator.obj)
+    result = health(argocd, operator.obj)
     assert result["status"] == "Degraded"
     assert result["message"] == operator.obj["status"]["message"]
     assert not result["message"].startswith("invalid spec")
 
 
-def test_the_stable_revision_being_the_desired_one_is_healthy() -> None:
+def test_the_stable_revision_being_the_desired_one_is_healthy(argocd: ArgoCD) -> None:
     operator = healthy()
     assert "canaryRevision" not in operator.obj["status"]
-    assert health(operator.obj) == {
+    assert health(argocd, operator.obj) == {
         "status": "Healthy",
         "message": operator.obj["status"]["message"],
     }
     assert operator.obj["status"]["stableRevision"] == revision("v1")
 
 
-def test_a_promoted_canary_is_healthy_again() -> None:
+def test_a_promoted_canary_is_healthy_again(argocd: ArgoCD) -> None:
     operator = paused()
-    operator.take(action("promote", operator.obj))
+    operator.take(action(argocd, "promote", operator.obj))
     operator.reconcile()
-    assert health(operator.obj)["status"] == "Healthy"
+    assert health(argocd, operator.obj)["status"] == "Healthy"
     assert operator.obj["status"]["stableRevision"] == revision("v2")
 
 
@@ -450,71 +356,67 @@ STATES: dict[str, Callable[[], Operator]] = {
 
 
 @pytest.mark.parametrize("name", ACTIONS)
-def test_an_action_sets_only_its_annotation_to_a_token(name: str) -> None:
+def test_an_action_sets_only_its_annotation_to_a_token(argocd: ArgoCD, name: str) -> None:
     obj = paused().obj
     obj["metadata"]["annotations"] = {"example.com/owner": "team-a"}
-    result = action(name, obj)
+    result = action(argocd, name, obj)
     token = result["metadata"]["annotations"].pop(f"coalmine.dev/{name}")
     assert TOKEN.match(token), token
-    assert token == f"argocd-20260921T141320Z-{obj['metadata']['resourceVersion']}"
+    assert token == f"argocd-{obj['metadata']['resourceVersion']}"
     assert result == obj
 
 
 @pytest.mark.parametrize("name", ACTIONS)
-def test_an_action_adds_the_annotations_map_when_there_is_none(name: str) -> None:
+def test_an_action_adds_the_annotations_map_when_there_is_none(argocd: ArgoCD, name: str) -> None:
     obj = without_annotations(paused().obj)
-    result = action(name, obj)
+    result = action(argocd, name, obj)
     assert list(result["metadata"]["annotations"]) == [f"coalmine.dev/{name}"]
 
 
 @pytest.mark.parametrize("name", ACTIONS)
-def test_each_request_gets_a_new_token(name: str) -> None:
+def test_each_request_gets_a_new_token(argocd: ArgoCD, name: str) -> None:
     key = f"coalmine.dev/{name}"
     operator = paused()
-    first = action(name, operator.obj)
+    first = action(argocd, name, operator.obj)
     operator.take(first)  # the patch Argo CD sends moves the resourceVersion on
-    again = action(name, operator.obj)
-    later = action(name, first, now=NOW + 1)
-    tokens = {first["metadata"]["annotations"][key]}
-    tokens.add(again["metadata"]["annotations"][key])
-    tokens.add(later["metadata"]["annotations"][key])
-    assert len(tokens) == 3
+    again = action(argocd, name, operator.obj)
+    assert again["metadata"]["annotations"][key] != first["metadata"]["annotations"][key]
 
 
 @pytest.mark.parametrize("name", ACTIONS)
-def test_a_double_click_is_one_request(name: str) -> None:
-    # Same object version, same second: the same token, which the operator acts on once.
+def test_a_double_click_is_one_request(argocd: ArgoCD, name: str) -> None:
+    # Two requests that read the same object version get the same token: the operator acts once.
     obj = paused().obj
-    assert action(name, obj) == action(name, obj)
+    assert action(argocd, name, obj) == action(argocd, name, obj)
 
 
-def test_promote_ends_the_pause_and_the_canary_walks_on() -> None:
+def test_promote_ends_the_pause_and_the_canary_walks_on(argocd: ArgoCD) -> None:
     operator = paused()
     assert operator.obj["status"]["currentStepIndex"] == 1
-    operator.take(action("promote", operator.obj))
+    operator.take(action(argocd, "promote", operator.obj))
     operator.reconcile(rounds=1)
     assert "ControlIgnored" not in operator.events
     assert operator.obj["status"]["currentStepIndex"] == 2
     assert operator.phase == "Progressing"
 
 
-def test_abort_then_retry_starts_the_canary_again() -> None:
+def test_abort_then_retry_starts_the_canary_again(argocd: ArgoCD) -> None:
     operator = paused()
-    operator.take(action("abort", operator.obj))
+    operator.take(action(argocd, "abort", operator.obj))
     operator.reconcile()
     assert operator.phase == "Degraded"
     assert operator.obj["status"]["abortReason"] == "AbortedByUser"
-    operator.take(action("retry", operator.obj))
+    operator.take(action(argocd, "retry", operator.obj))
     operator.reconcile()
     assert "Retried" in operator.events
     assert operator.phase == "Paused"  # back at the pause after the first step
-    assert health(operator.obj)["status"] == "Suspended"
+    assert health(argocd, operator.obj)["status"] == "Suspended"
 
 
-def test_promote_full_skips_the_remaining_steps() -> None:
+def test_promote_full_skips_the_remaining_steps(argocd: ArgoCD) -> None:
     operator = progressing()
     operator.heal()
-    operator.take(action("promote-full", operator.obj))
+    operator.take(action(argocd, "promote-full", operator.obj))
     operator.reconcile()
     assert "PromotedFull" in operator.events
     assert operator.phase == "Healthy"
@@ -527,36 +429,81 @@ def test_promote_full_skips_the_remaining_steps() -> None:
 @pytest.mark.parametrize(
     ("state", "expected"),
     [
-        ("healthy", set()),
-        ("progressing", {"promote-full", "abort"}),
-        ("paused", {"promote", "promote-full", "abort"}),
-        ("aborted", {"retry"}),
-        ("promoting", set()),  # abort and promote-full no longer act once promotion began
+        ("healthy", {"restart"}),
+        ("progressing", {"promote-full", "abort", "pause", "restart"}),
+        ("paused", {"promote", "promote-full", "abort", "pause", "restart"}),
+        ("aborted", {"retry", "restart"}),
+        # abort and promote-full no longer act once promotion began; a pause still holds it.
+        ("promoting", {"pause", "restart"}),
         ("invalid", set()),
     ],
 )
-def test_discovery_offers_the_actions_that_fit_the_phase(state: str, expected: set[str]) -> None:
-    assert enabled_actions(STATES[state]().obj) == expected
+def test_discovery_offers_the_actions_that_fit_the_phase(
+    argocd: ArgoCD, state: str, expected: set[str]
+) -> None:
+    assert enabled_actions(argocd, STATES[state]().obj) == expected
 
 
-def test_discovery_offers_nothing_before_the_operator_reports() -> None:
-    assert enabled_actions(manifest("v1")) == set()
+def test_discovery_offers_nothing_before_the_operator_reports(argocd: ArgoCD) -> None:
+    assert enabled_actions(argocd, manifest("v1")) == set()
     first = Operator(manifest("v1"), broken=lambda _: True)
     first.reconcile(rounds=3)  # the first revision coming up: Progressing, but no canary
     assert first.phase == "Progressing"
-    assert enabled_actions(first.obj) == set()
+    # Only a restart of its pods: the first revision is the stable one from the start.
+    assert first.obj["status"]["stableRevision"] == revision("v1")
+    assert enabled_actions(argocd, first.obj) == {"restart"}
 
 
-@pytest.mark.parametrize("state", ["healthy", "progressing", "paused", "aborted"])
-def test_every_action_offered_is_one_the_operator_acts_on(state: str) -> None:
-    for name in enabled_actions(STATES[state]().obj):
-        operator = STATES[state]()
-        before = copy.deepcopy(operator.obj["status"])
-        operator.heal()
-        operator.take(action(name, operator.obj))
-        operator.reconcile(rounds=1)
-        assert "ControlIgnored" not in operator.events, (state, name)
-        handled = operator.obj["status"]["controls"]
-        field = {"promote-full": "promoteFull"}.get(name, name)
-        assert handled[field].startswith("argocd-"), (state, name)
-        assert operator.obj["status"] != before, (state, name)
+OFFERED = [
+    ("healthy", "restart"),
+    ("progressing", "promote-full"),
+    ("progressing", "abort"),
+    ("progressing", "pause"),
+    ("progressing", "restart"),
+    ("paused", "promote"),
+    ("paused", "promote-full"),
+    ("paused", "abort"),
+    ("paused", "pause"),
+    ("paused", "restart"),
+    ("aborted", "retry"),
+    ("aborted", "restart"),
+]
+
+
+def test_the_offered_pairs_are_what_discovery_offers(argocd: ArgoCD) -> None:
+    for state in {state for state, _ in OFFERED}:
+        offered = {name for other, name in OFFERED if other == state}
+        assert enabled_actions(argocd, STATES[state]().obj) == offered, state
+
+
+@pytest.mark.parametrize(
+    ("state", "name"),
+    [
+        pytest.param(
+            state,
+            name,
+            id=f"{state}-{name}",
+            marks=[
+                pytest.mark.xfail(
+                    strict=True, reason=f"the operator does not act on coalmine.dev/{name} yet"
+                )
+            ]
+            if name in NOT_YET_IN_THE_OPERATOR
+            else [],
+        )
+        for state, name in OFFERED
+    ],
+)
+def test_every_action_offered_is_one_the_operator_acts_on(
+    argocd: ArgoCD, state: str, name: str
+) -> None:
+    operator = STATES[state]()
+    before = copy.deepcopy(operator.obj["status"])
+    operator.heal()
+    operator.take(action(argocd, name, operator.obj))
+    operator.reconcile(rounds=1)
+    assert "ControlIgnored" not in operator.events, (state, name)
+    handled = operator.obj["status"]["controls"]
+    field = {"promote-full": "promoteFull"}.get(name, name)
+    assert handled.get(field, "").startswith("argocd-"), (state, name)
+    assert operator.obj["status"] != before, (state, name)
