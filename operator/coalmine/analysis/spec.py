@@ -7,7 +7,8 @@ ClusterAnalysisTemplate resources, whose CRDs are generated from them.
 
 Everything that can be wrong with a metric is found when it is parsed, before any traffic moves:
 the structure, the durations, the combination of judgements, and also the CEL conditions and the
-query templates (through `analysis.cel` and `analysis.query`), so an invalid expression becomes
+query templates (walked here, checked by `analysis.cel` and `analysis.query`, which know nothing
+of metrics), so an invalid expression becomes
 an InvalidSpec condition naming the metric and the parse error instead of a failed measurement
 halfway through a canary. What can only be checked against other objects (does the template
 exist, are its required arguments given) is `resolve`'s business.
@@ -15,7 +16,7 @@ exist, are its required arguments given) is `resolve`'s business.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -332,7 +333,7 @@ class Metric(SpecModel):
                 f"metric {self.name!r}: count {self.count} can never exceed failureLimit "
                 f"{self.failure_limit}; it must be at least {self.failure_limit + 1}",
             )
-        problems = [*cel.validate(self), *query.validate(self)]
+        problems = expression_problems(self)
         if problems:
             raise field_problem(f".{problems[0].field}", problems[0].reason)
         return self
@@ -355,6 +356,46 @@ class Metric(SpecModel):
     def initial_delay_length(self) -> timedelta:
         """The initial delay as a timedelta."""
         return parse_duration(self.initial_delay)
+
+
+def expression_problems(
+    metric: Metric, *, path: str = "", arg_names: Collection[str] | None = None
+) -> list[Problem]:
+    """Every problem with the metric's CEL conditions and query templates, each at its field
+    under `path` (`spec.metrics[0].successCondition`...).
+
+    `arg_names` are the arguments the metric can see; None skips the check of `args.NAME` and
+    `{{args.NAME}}` (a metric parsed alone does not know its template's arguments yet).
+    """
+
+    def where(field: str) -> str:
+        return f"{path}.{field}" if path else field
+
+    problems: list[Problem] = []
+    for field, text in (
+        (cel.SUCCESS_CONDITION, metric.success_condition),
+        (cel.FAILURE_CONDITION, metric.failure_condition),
+    ):
+        if text is None:
+            continue
+        try:
+            cel.check_condition(
+                text,
+                metric=metric.name,
+                field=field,
+                baseline=metric.baseline,
+                arg_names=arg_names,
+            )
+        except cel.ConditionError as error:
+            problems.append(Problem(where(field), str(error)))
+    templates = [(query.QUERY_FIELD, metric.provider.prometheus.query, metric.baseline)]
+    if metric.min_sample is not None:
+        templates.append((query.MIN_SAMPLE_FIELD, metric.min_sample.query, False))
+    for field, template, needs_revision in templates:
+        reason = query.check_template(template, arg_names=arg_names, needs_revision=needs_revision)
+        if reason is not None:
+            problems.append(Problem(where(field), f"metric {metric.name!r}: {field}: {reason}"))
+    return problems
 
 
 # --- templates and references -------------------------------------------------------------
@@ -395,10 +436,7 @@ def _check_arg_references(metrics: tuple[Metric, ...], declared: Iterable[str]) 
     names = frozenset(declared)
     for index, metric in enumerate(metrics):
         path = f"metrics[{index}]"
-        problems = [
-            *cel.validate(metric, path=path, arg_names=names),
-            *query.validate(metric, path=path, arg_names=names),
-        ]
+        problems = expression_problems(metric, path=path, arg_names=names)
         if problems:
             raise field_problem(f".{problems[0].field}", problems[0].reason)
 
