@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from coalmine.analysis import cel, query
+from coalmine.analysis.judge import Alternative, EffectMeasure, Thresholds
 
 # Shared with the CanaryRollout models on purpose: the same base model, the same error paths
 # and the same wording, whichever resource the user got wrong.
@@ -127,6 +128,31 @@ class Direction(DocumentedEnum):
     )
     EITHER = "either", "any difference counts against the canary: a two-sided test."
 
+    @property
+    def alternative(self) -> Alternative:
+        """The test's alternative hypothesis, in R's words (the canary is R's x)."""
+        return {
+            Direction.INCREASE: Alternative.GREATER,
+            Direction.DECREASE: Alternative.LESS,
+            Direction.EITHER: Alternative.TWO_SIDED,
+        }[self]
+
+
+class NanStrategy(DocumentedEnum):
+    """What a NaN from the metric's query is. PromQL answers NaN for 0/0: a ratio over an
+    interval without traffic."""
+
+    REMOVE = (
+        "remove",
+        "no data: a judge drops the NaN points; a single NaN value is decided by noData.",
+    )
+    REPLACE = (
+        "replace",
+        "0: for metrics where no traffic means nothing went wrong, such as an error ratio. "
+        "Applies to the metric's query only (never to minSample); +Inf, -Inf and an empty "
+        "result stay no data.",
+    )
+
 
 class Judgement(StrEnum):
     """How a metric turns a value into an outcome; exactly one per metric."""
@@ -205,15 +231,106 @@ class MinSample(SpecModel):
     """Below this value (or with no value at all) the measurement is no data (see noData)."""
 
 
+class EffectSize(SpecModel):
+    """How large a significant change may be, in Kayenta's terms: ratios for meanRatio and shift
+    (1 is no change, 1.2 is 20% higher), a probability for cles (0.5 is no change). A change is
+    sized only when the test finds it significant; one it cannot size (a baseline mean or median
+    of 0) fails."""
+
+    measure: EffectMeasure = EffectMeasure.MEAN_RATIO
+
+    allowed_increase: Number | None = None
+    """A significant increase fails the measurement when the effect is at or above this (at
+    least 1; 0.5 for cles). 1.2 forgives a canary up to 20% higher. Default: no change, so every
+    significant increase fails."""
+
+    allowed_decrease: Number | None = None
+    """A significant decrease fails the measurement when the effect is at or below this (at most
+    1; 0.5 for cles). 0.8 forgives a canary up to 20% lower. Default: no change."""
+
+    critical_increase: Number | None = None
+    """On a critical metric: an increase at or above this aborts the canary at once, whatever
+    failureLimit says (at least allowedIncrease). Default: allowedIncrease."""
+
+    critical_decrease: Number | None = None
+    """On a critical metric: a decrease at or below this aborts the canary at once (at most
+    allowedDecrease). Default: allowedDecrease."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        neutral = self.measure.neutral
+        what = f"for {self.measure}, {neutral:g} is no change"
+        limits = self.thresholds
+        checks = (
+            (self.allowed_increase, limits.allowed_increase >= neutral, f"at least {neutral:g}"),
+            (self.allowed_decrease, limits.allowed_decrease <= neutral, f"at most {neutral:g}"),
+            (
+                self.critical_increase,
+                limits.critical_increase >= limits.allowed_increase,
+                f"at least allowedIncrease ({limits.allowed_increase:g})",
+            ),
+            (
+                self.critical_decrease,
+                limits.critical_decrease <= limits.allowed_decrease,
+                f"at most allowedDecrease ({limits.allowed_decrease:g})",
+            ),
+        )
+        for (value, holds, rule), field in zip(checks, _EFFECT_FIELDS, strict=True):
+            if value is not None and not holds:
+                raise field_problem(f".{field}", f"must be {rule} ({what}), not {value:g}")
+        if self.measure is EffectMeasure.CLES:
+            values = (
+                self.allowed_increase,
+                self.allowed_decrease,
+                self.critical_increase,
+                self.critical_decrease,
+            )
+            for value, field in zip(values, _EFFECT_FIELDS, strict=True):
+                if value is not None and not 0 <= value <= 1:
+                    raise field_problem(
+                        f".{field}",
+                        f"must be between 0 and 1 (cles is a probability), not {value:g}",
+                    )
+        return self
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The thresholds, defaults filled in."""
+        neutral = self.measure.neutral
+        increase = neutral if self.allowed_increase is None else self.allowed_increase
+        decrease = neutral if self.allowed_decrease is None else self.allowed_decrease
+        return Thresholds(
+            allowed_increase=increase,
+            allowed_decrease=decrease,
+            critical_increase=increase
+            if self.critical_increase is None
+            else self.critical_increase,
+            critical_decrease=decrease
+            if self.critical_decrease is None
+            else self.critical_decrease,
+        )
+
+    @property
+    def has_critical_thresholds(self) -> bool:
+        """Whether criticalIncrease or criticalDecrease is set."""
+        return self.critical_increase is not None or self.critical_decrease is not None
+
+
+_EFFECT_FIELDS: Final = (
+    "allowedIncrease",
+    "allowedDecrease",
+    "criticalIncrease",
+    "criticalDecrease",
+)
+
+
 class MannWhitney(SpecModel):
-    """Compare the canary's values with the stable revision's with a Mann-Whitney U test."""
+    """Compare the canary's values with the stable revision's with a Mann-Whitney U test, and
+    size a significant change with an effect measure."""
 
     confidence: Number = Field(default=0.95, gt=0.5, lt=1)
-    """Confidence of the test (0.5 < c < 1): a difference is significant when p <= 1 - c."""
-
-    tolerance: Number = Field(default=0.0, ge=0)
-    """Relative difference forgiven even when significant: 0.1 lets the canary's median shift
-    be up to 10% of the stable median in the bad direction."""
+    """Confidence of the test (0.5 < c < 1): a change is significant when p <= 1 - c. Also the
+    confidence of the shift's interval."""
 
     direction: Direction = Direction.INCREASE
 
@@ -221,6 +338,8 @@ class MannWhitney(SpecModel):
         int, Strict(), Field(ge=1, le=MAX_MIN_POINTS), BeforeValidator(integral)
     ] = 10
     """Fewer points than this on either side make the measurement Inconclusive."""
+
+    effect_size: EffectSize = Field(default_factory=EffectSize)
 
 
 class Judge(SpecModel):
@@ -282,6 +401,13 @@ class Metric(SpecModel):
 
     judge: Judge | None = None
 
+    critical: StrictBool = False
+    """A Failed measurement aborts the canary at once, whatever failureLimit says: any Failed
+    measurement, no data with noData: Fail included; for a judge, a significant change reaching
+    criticalIncrease/criticalDecrease (or one whose size is undefined)."""
+
+    nan_strategy: NanStrategy = NanStrategy.REMOVE
+
     @field_validator("interval")
     @classmethod
     def _interval_long_enough(cls, value: str) -> str:
@@ -333,10 +459,36 @@ class Metric(SpecModel):
                 f"metric {self.name!r}: count {self.count} can never exceed failureLimit "
                 f"{self.failure_limit}; it must be at least {self.failure_limit + 1}",
             )
+        self._check_critical()
         problems = expression_problems(self)
         if problems:
             raise field_problem(f".{problems[0].field}", problems[0].reason)
         return self
+
+    def _check_critical(self) -> None:
+        effect = self.judge.mann_whitney.effect_size if self.judge is not None else None
+        tiered = effect is not None and effect.has_critical_thresholds
+        if tiered and not self.critical:
+            assert effect is not None
+            field = (
+                "criticalIncrease" if effect.critical_increase is not None else "criticalDecrease"
+            )
+            raise field_problem(
+                f".judge.mannWhitney.effectSize.{field}",
+                f"metric {self.name!r}: {field} acts only on a critical metric: set critical: true",
+            )
+        if self.critical and self.failure_limit > 0 and not tiered:
+            raise field_problem(
+                ".failureLimit",
+                f"metric {self.name!r}: a critical metric aborts at its first Failed measurement, "
+                f"so failureLimit {self.failure_limit} would never apply"
+                + (
+                    " (set effectSize.criticalIncrease or criticalDecrease beyond the allowed "
+                    "change to let failureLimit count the smaller failures)"
+                    if self.judge is not None
+                    else ""
+                ),
+            )
 
     @property
     def judgement(self) -> Judgement:
