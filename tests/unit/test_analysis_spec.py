@@ -698,3 +698,14 @@ def test_the_documented_example_parses_and_resolves() -> None:
     ]
     assert resolved[0][0].args == {"maxErrorRate": "0.02"}
     assert resolved[1][0].metric.judgement is Judgement.JUDGE
+
+
+def test_the_worked_examples_of_the_judge_parse() -> None:
+    text = DOCS.read_text()
+    examples = text.split("### Worked example")[1:]
+    assert len(examples) == 2
+    for example in examples:
+        block = example.split("```yaml\n", 1)[1].split("```", 1)[0]
+        (parsed,) = AnalysisTemplateSpec.from_object({"metrics": yaml.safe_load(block)}).metrics
+        assert parsed.judgement is Judgement.JUDGE
+        assert parsed.critical

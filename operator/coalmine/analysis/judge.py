@@ -688,7 +688,7 @@ def mann_whitney(
     size = "undefined" if effect is None else f"{effect:.4g}"
     numbers = (
         f"p={test.p_value:.4g} ({'exact' if test.exact else 'normal approximation'}), "
-        f"{measure} {size}, shift {interval.estimate:+.4g} "
+        f"{measure} {size}, location shift {interval.estimate:+.4g} "
         f"({interval.confidence:.0%} CI {_bound(interval.low)} to {_bound(interval.high)}), "
         f"U={test.u:g}, n={n1}/{n2}"
     )
