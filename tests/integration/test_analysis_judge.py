@@ -111,6 +111,10 @@ def test_a_mostly_zero_error_rate_four_times_the_baselines_is_aborted_and_the_sa
     assert measurement["outcome"] == "Failed"
     assert measurement["pValue"] <= 0.05
     assert measurement["message"].startswith("judge fail: significant increase")
+    assert measurement["effectSize"] >= 1
+    # Mostly zero on both sides: the typical difference, and the low end of its interval, are 0.
+    assert (measurement["shift"], measurement["shiftLow"]) == (0, 0)
+    assert "shiftHigh" not in measurement  # a judge of an increase: a half-line
     assert same["phase"] == "Healthy", same.get("message")
     assert same["stableRevision"] != stable["same"]
     assert any(
