@@ -80,7 +80,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
-from functools import cache
+from functools import lru_cache
 from math import comb
 from typing import Final
 
@@ -302,7 +302,7 @@ def u_test(
     return UTest(u=doubled_u / 2, p_value=min(1.0, max(0.0, p_value)), exact=exact)
 
 
-@cache
+@lru_cache(maxsize=32)  # at most 49 x 49: 2,401 integers of about 100 bits each
 def _wilcoxon_counts(n1: int, n2: int) -> tuple[int, ...]:
     """How many of the C(n1 + n2, n1) labellings without ties give U = 0, 1, ..., n1 * n2.
 
