@@ -151,7 +151,7 @@ def latency_judge() -> dict[str, Any]:
         "judge": {
             "mannWhitney": {
                 "confidence": 0.95,
-                "tolerance": 0.2,
+                "effectSize": {"measure": "shift", "allowedIncrease": 1.2},
                 "direction": "increase",
                 "minPoints": 5,
             }

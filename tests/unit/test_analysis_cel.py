@@ -1,8 +1,8 @@
 """CEL conditions: what they see, what they compute, and every way they are refused up front.
 
-The operator turns a `validate` problem into InvalidSpec before any traffic moves, so anything a
-condition could only discover at its first measurement (a typo in a variable, a type error, an
-expression that is not a bool) is tested here to be found by `validate`.
+The operator turns a problem `spec.expression_problems` finds into InvalidSpec before any traffic
+moves, so anything a condition could only discover at its first measurement (a typo in a
+variable, a type error, an expression that is not a bool) is tested here to be found up front.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from coalmine.analysis.cel import (
     check_condition,
     compile_condition,
     evaluate_condition,
-    validate,
 )
-from coalmine.analysis.spec import Metric
+from coalmine.analysis.spec import Metric, expression_problems
 
 QUERY = 'sum(rate(x{coalmine_revision="{{revision}}"}[{{interval}}]))'
 
@@ -27,8 +26,8 @@ QUERY = 'sum(rate(x{coalmine_revision="{{revision}}"}[{{interval}}]))'
 def metric(
     success: str | None = None, failure: str | None = None, *, baseline: bool = False
 ) -> Metric:
-    # Metric's own validator calls validate and would refuse the invalid conditions these tests
-    # feed to validate directly: parse a valid metric, then swap the conditions in.
+    # Metric's own validator walks its expressions and would refuse the invalid conditions these
+    # tests feed to expression_problems directly: parse a valid metric, then swap them in.
     parsed = Metric.model_validate(
         {
             "name": "error-rate",
@@ -140,7 +139,7 @@ def test_a_condition_cannot_reach_python() -> None:
         evaluate_condition(condition, result=1.0)
 
 
-# --- validate -----------------------------------------------------------------------------
+# --- checked up front -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -168,10 +167,10 @@ def test_a_condition_cannot_reach_python() -> None:
         ('args.max + "%"', False, ["max"], "gives a string"),
     ],
 )
-def test_validate_finds_what_would_fail_later(
+def test_up_front_finds_what_would_fail_later(
     success: str, baseline: bool, arg_names: list[str] | None, reason: str | None
 ) -> None:
-    problems = validate(metric(success, baseline=baseline), arg_names=arg_names)
+    problems = expression_problems(metric(success, baseline=baseline), arg_names=arg_names)
     if reason is None:
         assert problems == []
     else:
@@ -181,13 +180,13 @@ def test_validate_finds_what_would_fail_later(
         assert reason in problems[0].reason
 
 
-def test_validate_leaves_value_errors_to_evaluation() -> None:
+def test_up_front_leaves_value_errors_to_evaluation() -> None:
     # A division by zero depends on the value; the probe's value must not make it a spec error.
-    assert validate(metric("int(result) / int(result - 1.0) > 0")) == []
+    assert expression_problems(metric("int(result) / int(result - 1.0) > 0")) == []
 
 
-def test_validate_checks_both_conditions_under_the_given_path() -> None:
-    problems = validate(metric("result <", "result >"), path="spec.analysis.metrics[3]")
+def test_up_front_checks_both_conditions_under_the_given_path() -> None:
+    problems = expression_problems(metric("result <", "result >"), path="spec.analysis.metrics[3]")
     assert [problem.field for problem in problems] == [
         "spec.analysis.metrics[3].successCondition",
         "spec.analysis.metrics[3].failureCondition",

@@ -330,7 +330,120 @@ def test_the_judge_drops_non_finite_points_and_says_so() -> None:
     assert result.outcome is F
     assert result.judge is not None
     assert (result.judge.n_canary, result.judge.n_stable) == (30, 30)
-    assert "(3 NaN/Inf points dropped)" in result.message
+    assert result.message.endswith("(canary: 2 NaN/Inf dropped; stable: 1 NaN/Inf dropped)")
+
+
+# Per-interval error ratios: 0/0 (no request in the interval) is NaN.
+QUIET_CANARY = [math.nan] * 10 + [0.0] * 14 + [0.02, 0.05, 0.01, 0.04, 0.03, 0.02]
+QUIET_STABLE = [math.nan] * 10 + [0.0] * 19 + [0.01]
+
+
+def test_replace_counts_a_nan_point_as_0() -> None:
+    removed = measure(
+        judge_metric(), Observation(Sample(QUIET_CANARY), stable=Sample(QUIET_STABLE))
+    )
+    replaced = measure(
+        metric(baseline=True, nanStrategy="replace", judge={"mannWhitney": {"minPoints": 5}}),
+        Observation(Sample(QUIET_CANARY), stable=Sample(QUIET_STABLE)),
+    )
+    assert removed.judge is not None
+    assert replaced.judge is not None
+    assert (removed.judge.n_canary, replaced.judge.n_canary) == (20, 30)
+    assert "(canary: 10 NaN replaced by 0; stable: 10 NaN replaced by 0)" in replaced.message
+    # Both fail: the canary errs in 6 intervals, the stable in 1; the means are the canary's
+    # and the stable's error ratios over the points (NaN as 0 lowers both).
+    assert (removed.outcome, replaced.outcome) == (F, F)
+    assert replaced.value == pytest.approx(0.17 / 30)
+    assert replaced.stable_value == pytest.approx(0.01 / 30)
+    assert replaced.judge.effect_size == pytest.approx(17.0)
+
+
+def test_replace_makes_a_nan_value_0_for_a_condition() -> None:
+    m = metric(successCondition="result < 0.01", nanStrategy="replace")
+    result = measure(m, Observation(one(math.nan)))
+    assert (result.outcome, result.value) == (S, 0.0)
+    assert result.message == "successCondition is true (result=0)"
+
+
+@pytest.mark.parametrize(
+    ("observation", "reason"),
+    [
+        (Observation(one(math.inf), canary_min_sample=ENOUGH), "canary: the query returned +inf"),
+        (Observation(Sample([]), canary_min_sample=ENOUGH), "canary: the query returned an empty"),
+        (
+            Observation(one(math.nan), canary_min_sample=one(math.nan)),
+            "canary minSample: the query returned NaN",
+        ),
+    ],
+)
+def test_replace_leaves_inf_empty_and_min_sample_to_the_no_data_policy(
+    observation: Observation, reason: str
+) -> None:
+    m = metric(
+        successCondition="result < 0.01",
+        nanStrategy="replace",
+        minSample={"query": "n", "min": 1},
+        noData="Fail",
+    )
+    result = measure(m, observation)
+    assert result.outcome is F
+    assert reason in result.message
+
+
+def test_replace_keeps_an_infinite_judge_point_out() -> None:
+    m = metric(baseline=True, nanStrategy="replace", judge={"mannWhitney": {"minPoints": 5}})
+    result = measure(m, Observation(Sample([math.inf] * 3), stable=Sample(STABLE)))
+    assert result.outcome is I
+    assert "canary: no finite points (3 NaN/Inf dropped)" in result.message
+
+
+# --- critical metrics ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "observation", "outcome", "critical"),
+    [
+        pytest.param({}, Observation(one(0.5)), F, True, id="failed-condition"),
+        pytest.param({}, Observation(one(0.001)), S, False, id="successful"),
+        pytest.param(
+            {"thresholdRange": {"max": 0.01}, "successCondition": None},
+            Observation(one(0.5)),
+            F,
+            True,
+            id="failed-range",
+        ),
+        pytest.param({"noData": "Fail"}, Observation(Sample([])), F, True, id="no-data-fail"),
+        pytest.param(
+            {"noData": "Inconclusive"}, Observation(Sample([])), I, False, id="no-data-inconclusive"
+        ),
+        pytest.param({}, Observation(ProviderError("down")), E, False, id="error"),
+    ],
+)
+def test_every_failure_of_a_critical_metric_is_critical(
+    fields: dict[str, Any], observation: Observation, outcome: MeasurementOutcome, critical: bool
+) -> None:
+    fields = {"successCondition": "result < 0.01", **fields}
+    result = measure(metric(critical=True, **fields), observation)
+    assert (result.outcome, result.critical) == (outcome, critical)
+    assert result.message.endswith("; critical: aborts at once") is critical
+    plain = measure(metric(**fields), observation)
+    assert (plain.outcome, plain.critical) == (outcome, False)
+
+
+def test_a_critical_judge_failure_needs_the_critical_threshold() -> None:
+    effect = {"allowedIncrease": 1.1, "criticalIncrease": 1.4}
+    m = metric(
+        baseline=True,
+        critical=True,
+        failureLimit=1,
+        count=3,
+        judge={"mannWhitney": {"minPoints": 5, "effectSize": effect}},
+    )
+    worse = measure(m, Observation(Sample([v * 1.2 for v in STABLE]), stable=Sample(STABLE)))
+    assert (worse.outcome, worse.critical) == (F, False)
+    much_worse = measure(m, Observation(Sample([v * 1.5 for v in STABLE]), stable=Sample(STABLE)))
+    assert (much_worse.outcome, much_worse.critical) == (F, True)
+    assert "critical: aborts at once" in much_worse.message
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 OUTCOMES = {
     "S": MeasurementOutcome.SUCCESSFUL,
     "F": MeasurementOutcome.FAILED,
+    "C": MeasurementOutcome.FAILED,  # a critical failure
     "I": MeasurementOutcome.INCONCLUSIVE,
     "E": MeasurementOutcome.ERROR,
 }
@@ -41,7 +42,7 @@ ERROR = AnalysisVerdict.ERROR
 
 def measurements(letters: str, *, every: timedelta = timedelta(seconds=30)) -> list[Measurement]:
     return [
-        Measurement(OUTCOMES[letter], None, letter, T0 + index * every)
+        Measurement(OUTCOMES[letter], None, letter, T0 + index * every, critical=letter == "C")
         for index, letter in enumerate(letters)
     ]
 
@@ -70,6 +71,10 @@ def metric(**fields: Any) -> Metric:
         ("F", {"count": 3, "failure_limit": 1}, RUNNING),
         ("SFS", {"count": 3, "failure_limit": 1}, SUCCESSFUL),
         ("FF", {"count": 3, "failure_limit": 1}, FAILED),
+        ("C", {"count": 3, "failure_limit": 1}, FAILED),  # critical: whatever failureLimit says
+        ("SSC", {"count": 3, "failure_limit": 5}, FAILED),
+        ("FSS", {"count": 3, "failure_limit": 1}, SUCCESSFUL),
+        ("CEEEE", {"count": 3}, FAILED),
         ("I", {"count": 3}, INCONCLUSIVE),
         ("SIS", {"count": 3, "inconclusive_limit": 1}, SUCCESSFUL),
         ("SII", {"count": 3, "inconclusive_limit": 1}, INCONCLUSIVE),
@@ -86,6 +91,26 @@ def metric(**fields: Any) -> Metric:
 )
 def test_the_limits(letters: str, limits: dict[str, Any], expected: AnalysisVerdict) -> None:
     assert verdict(record(letters), **limits) is expected
+
+
+def test_a_critical_judge_metric_counts_its_smaller_failures_against_failure_limit() -> None:
+    m = Metric.model_validate(
+        {
+            "name": "latency",
+            "provider": {"prometheus": {"query": 'x{r="{{revision}}"}'}},
+            "baseline": True,
+            "critical": True,
+            "count": 4,
+            "failureLimit": 1,
+            "judge": {
+                "mannWhitney": {"effectSize": {"allowedIncrease": 1.1, "criticalIncrease": 2}}
+            },
+        }
+    )
+    assert metric_verdict(m, measurements("SF")) is RUNNING
+    assert metric_verdict(m, measurements("SFSS")) is SUCCESSFUL
+    assert metric_verdict(m, measurements("SC")) is FAILED
+    assert metric_verdict(m, measurements("FF")) is FAILED
 
 
 def test_metric_verdict_reads_the_limits_from_the_metric() -> None:
@@ -116,9 +141,10 @@ def test_an_analysis_is_as_bad_as_its_worst_metric(
 
 
 def test_the_record_counts_everything_and_keeps_the_latest() -> None:
-    letters = "SSFIEESSSSSSSSE"
+    letters = "SSFIEESSSSSSSCE"
     kept = record(letters)
-    assert (kept.successful, kept.failed, kept.inconclusive, kept.errors) == (10, 1, 1, 3)
+    assert (kept.successful, kept.failed, kept.inconclusive, kept.errors) == (9, 2, 1, 3)
+    assert kept.critical_failures == 1
     assert (kept.measured, kept.judged) == (15, 12)
     assert (kept.consecutive_errors, kept.longest_error_run) == (1, 2)
     assert [m.message for m in kept.recent] == list(letters[-HISTORY_LIMIT:])
@@ -152,7 +178,7 @@ def test_no_measurement_is_due_once_the_verdict_is_final() -> None:
 
 # --- properties ---------------------------------------------------------------------------
 
-letters = st.text(alphabet="SFIE", max_size=30)
+letters = st.text(alphabet="SFCIE", max_size=30)
 limits = st.fixed_dictionaries(
     {
         "count": st.one_of(st.none(), st.integers(1, 10)),
@@ -210,9 +236,10 @@ def test_more_failures_never_make_a_verdict_better(
     if not successes:
         return
     index = data.draw(st.sampled_from(successes))
-    worse = sequence[:index] + "F" + sequence[index + 1 :]
-    before, after = verdict(record(sequence), **limit), verdict(record(worse), **limit)
-    assert after in (before, FAILED)
+    for failure in "FC":
+        worse = sequence[:index] + failure + sequence[index + 1 :]
+        before, after = verdict(record(sequence), **limit), verdict(record(worse), **limit)
+        assert after in (before, FAILED)
 
 
 @given(letters, limits)
@@ -220,7 +247,8 @@ def test_failed_exactly_when_failures_exceed_the_limit(
     sequence: str, limit: dict[str, Any]
 ) -> None:
     is_failed = verdict(record(sequence), **limit) is FAILED
-    assert is_failed == (sequence.count("F") > limit["failure_limit"])
+    failures = sequence.count("F") + sequence.count("C")
+    assert is_failed == ("C" in sequence or failures > limit["failure_limit"])
 
 
 @given(letters, st.integers(1, 12))

@@ -26,9 +26,8 @@ from coalmine.analysis.query import (
     referenced_arguments,
     render,
     render_metric,
-    validate,
 )
-from coalmine.analysis.spec import Metric
+from coalmine.analysis.spec import Metric, expression_problems
 
 VARS = QueryVariables(
     namespace="prod",
@@ -285,10 +284,10 @@ def unchecked(query: str, *, baseline: bool = False, min_sample: str | None = No
         ),
     ],
 )
-def test_validate_finds_template_problems_up_front(
+def test_template_problems_are_found_up_front(
     metric: Metric, arg_names: list[str] | None, field: str | None, reason: str | None
 ) -> None:
-    problems = validate(metric, path="spec.analysis.metrics[0]", arg_names=arg_names)
+    problems = expression_problems(metric, path="spec.analysis.metrics[0]", arg_names=arg_names)
     if field is None:
         assert problems == []
         return

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from coalmine.analysis.judge import Alternative, EffectMeasure, Thresholds
 from coalmine.analysis.spec import (
     CLUSTER_TEMPLATE_KIND,
     AnalysisRef,
@@ -21,6 +22,7 @@ from coalmine.analysis.spec import (
     Direction,
     Judgement,
     Metric,
+    NanStrategy,
     NoDataPolicy,
     ResolvedMetric,
     resolve,
@@ -60,6 +62,8 @@ def test_a_minimal_metric_gets_every_default() -> None:
         "successCondition": "result < 0.01",
         "noData": "Inconclusive",
         "baseline": False,
+        "critical": False,
+        "nanStrategy": "remove",
     }
     assert parsed.count is None
     assert parsed.judgement is Judgement.CONDITIONS
@@ -109,12 +113,101 @@ def test_a_judge_metric_gets_the_judge_defaults() -> None:
     assert parsed.judgement is Judgement.JUDGE
     assert parsed.judge is not None
     test = parsed.judge.mann_whitney
-    assert (test.confidence, test.tolerance, test.direction, test.min_points) == (
-        0.95,
-        0.0,
-        Direction.INCREASE,
-        10,
+    assert (test.confidence, test.direction, test.min_points) == (0.95, Direction.INCREASE, 10)
+    assert test.direction.alternative is Alternative.GREATER
+    assert test.effect_size.measure is EffectMeasure.MEAN_RATIO
+    # Every significant increase fails, and (on a critical metric) aborts at once.
+    assert test.effect_size.thresholds == Thresholds(1.0, 1.0, 1.0, 1.0)
+    assert not parsed.critical
+    assert parsed.nan_strategy is NanStrategy.REMOVE
+
+
+def judge(effect_size: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    mann_whitney = {"effectSize": effect_size} if effect_size is not None else {}
+    return metric(
+        successCondition=None,
+        baseline=True,
+        provider={"prometheus": {"query": BASELINE_QUERY}},
+        judge={"mannWhitney": mann_whitney},
+        **fields,
     )
+
+
+@pytest.mark.parametrize(
+    ("effect_size", "thresholds"),
+    [
+        ({"measure": "cles"}, Thresholds(0.5, 0.5, 0.5, 0.5)),
+        ({"allowedIncrease": 1.2}, Thresholds(1.2, 1.0, 1.2, 1.0)),
+        ({"allowedIncrease": 1.2, "criticalIncrease": 3}, Thresholds(1.2, 1.0, 3.0, 1.0)),
+        ({"allowedDecrease": 0.8, "criticalDecrease": 0.5}, Thresholds(1.0, 0.8, 1.0, 0.5)),
+        ({"measure": "shift", "allowedIncrease": 1.1}, Thresholds(1.1, 1.0, 1.1, 1.0)),
+        ({"measure": "cles", "allowedIncrease": 0.7}, Thresholds(0.7, 0.5, 0.7, 0.5)),
+    ],
+)
+def test_effect_size_thresholds_default_to_their_neighbours(
+    effect_size: dict[str, Any], thresholds: Thresholds
+) -> None:
+    parsed = Metric.model_validate(judge(effect_size, critical=True))
+    assert parsed.judge is not None
+    assert parsed.judge.mann_whitney.effect_size.thresholds == thresholds
+
+
+@pytest.mark.parametrize(
+    ("effect_size", "field", "reason"),
+    [
+        ({"allowedIncrease": 0.9}, "allowedIncrease", "must be at least 1 (for meanRatio, 1 is no"),
+        ({"allowedDecrease": 1.1}, "allowedDecrease", "must be at most 1"),
+        ({"measure": "cles", "allowedIncrease": 0.4}, "allowedIncrease", "at least 0.5"),
+        ({"measure": "cles", "allowedIncrease": 1.5}, "allowedIncrease", "between 0 and 1"),
+        ({"measure": "cles", "allowedDecrease": -0.1}, "allowedDecrease", "between 0 and 1"),
+        (
+            {"allowedIncrease": 2, "criticalIncrease": 1.5},
+            "criticalIncrease",
+            "must be at least allowedIncrease (2)",
+        ),
+        (
+            {"allowedDecrease": 0.5, "criticalDecrease": 0.8},
+            "criticalDecrease",
+            "must be at most allowedDecrease (0.5)",
+        ),
+        ({"measure": "median"}, "measure", "meanRatio"),
+        ({"allowedIncrease": "1.2"}, "allowedIncrease", ""),
+    ],
+)
+def test_bad_effect_sizes_name_the_field(
+    effect_size: dict[str, Any], field: str, reason: str
+) -> None:
+    error = template_error(judge(effect_size, critical=True))
+    assert error.field == f"spec.metrics[0].judge.mannWhitney.effectSize.{field}"
+    assert reason in error.reason
+
+
+def test_critical_thresholds_need_a_critical_metric() -> None:
+    error = template_error(judge({"criticalIncrease": 2}))
+    assert error.field == "spec.metrics[0].judge.mannWhitney.effectSize.criticalIncrease"
+    assert error.reason == (
+        "metric 'error-rate': criticalIncrease acts only on a critical metric: set critical: true"
+    )
+
+
+def test_a_critical_metric_refuses_a_failure_limit_it_would_never_apply() -> None:
+    error = template_error(metric(critical=True, failureLimit=2, count=3))
+    assert error.field == "spec.metrics[0].failureLimit"
+    assert "a critical metric aborts at its first Failed measurement" in error.reason
+    judged = template_error(judge(critical=True, failureLimit=1, count=3))
+    assert "set effectSize.criticalIncrease or criticalDecrease" in judged.reason
+    # With a critical threshold above the allowed one, failureLimit counts the smaller failures.
+    tiered = Metric.model_validate(
+        judge({"allowedIncrease": 1.2, "criticalIncrease": 2}, critical=True, failureLimit=1)
+    )
+    assert tiered.failure_limit == 1
+
+
+def test_nan_strategy_is_remove_or_replace() -> None:
+    assert Metric.model_validate(metric(nanStrategy="replace")).nan_strategy is NanStrategy.REPLACE
+    error = template_error(metric(nanStrategy="zero"))
+    assert error.field == "spec.metrics[0].nanStrategy"
+    assert "remove" in error.reason
 
 
 def test_a_whole_number_written_as_a_float_is_an_integer() -> None:
@@ -293,7 +386,7 @@ def test_an_invalid_metric_names_the_field(fields: dict[str, Any], field: str, r
         ("confidence", 0.5),
         ("confidence", 1.0),
         ("confidence", "0.9"),
-        ("tolerance", -0.1),
+        ("tolerance", 0.1),
         ("direction", "up"),
         ("minPoints", 0),
     ],
@@ -605,3 +698,14 @@ def test_the_documented_example_parses_and_resolves() -> None:
     ]
     assert resolved[0][0].args == {"maxErrorRate": "0.02"}
     assert resolved[1][0].metric.judgement is Judgement.JUDGE
+
+
+def test_the_worked_examples_of_the_judge_parse() -> None:
+    text = DOCS.read_text()
+    examples = text.split("### Worked example")[1:]
+    assert len(examples) == 2
+    for example in examples:
+        block = example.split("```yaml\n", 1)[1].split("```", 1)[0]
+        (parsed,) = AnalysisTemplateSpec.from_object({"metrics": yaml.safe_load(block)}).metrics
+        assert parsed.judgement is Judgement.JUDGE
+        assert parsed.critical

@@ -404,6 +404,21 @@ def test_analysis_runs_show_the_latest_measurement_of_each_metric() -> None:
                     "verdict": "Running",
                     "measurements": [measurement(20, "Successful", 120.0, stableValue=118.5)],
                 },
+                {
+                    "name": "latency-judge",
+                    "verdict": "Running",
+                    "measurements": [
+                        measurement(
+                            25,
+                            "Successful",
+                            0.124,
+                            stableValue=0.115,
+                            shift=0.0099,
+                            shiftLow=0.005,
+                            pValue=0.00055,
+                        )
+                    ],
+                },
                 {"name": "saturation", "verdict": "Running", "measurements": []},
             ],
         }
@@ -416,6 +431,8 @@ def test_analysis_runs_show_the_latest_measurement_of_each_metric() -> None:
         "RUN METRIC VERDICT MEASURED VALUE OUTCOME RECENT",
         "step-3 error-rate Running 30s 0.01235 Successful SFS",
         "step-3 latency Running 20s 120 (stable 118.5) Successful S",
+        "step-3 latency-judge Running 25s 0.124 (stable 0.115), shift +0.0099 [+0.005, +inf] "
+        "Successful S",
         "step-3 saturation Running - - - -",
     ]
 

@@ -5,13 +5,14 @@ handed to Python's `eval`, and not to cel-python's transpiler either (it `exec`s
 Python): cel-python parses them into a tree and its interpreter walks it, so a condition can
 compute and compare, but not import, open or loop forever over anything but its own literals.
 
-A condition is compiled once per text (`compile_condition` caches the tree), and `validate`
-finds what would otherwise only show up at the first measurement, while traffic is already on
-the canary: syntax errors, variables that do not exist (`canary` without `baseline: true`,
-`args.NAME` the template does not declare), type errors (`result == 1` compares a double with an
-int) and conditions that are not bool. The last two are found by evaluating the condition once
-with probe values; types in CEL do not depend on values, so a type error on the probe's path is a
-type error, while value errors (an integer division by zero) are left to evaluation time.
+A condition is compiled once per text (`compile_condition` caches the tree), and
+`check_condition` finds what would otherwise only show up at the first measurement, while
+traffic is already on the canary: syntax errors, variables that do not exist (`canary` without
+`baseline: true`, `args.NAME` the template does not declare), type errors (`result == 1`
+compares a double with an int) and conditions that are not bool. The last two are found by
+evaluating the condition once with probe values; types in CEL do not depend on values, so a type
+error on the probe's path is a type error, while value errors (an integer division by zero) are
+left to evaluation time.
 
 What conditions see:
 
@@ -37,17 +38,12 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import celpy
 from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, base_functions
-
-from coalmine.api.errors import Problem
-
-if TYPE_CHECKING:
-    from coalmine.analysis.spec import Metric
 
 RESULT: Final = "result"
 CANARY: Final = "canary"
@@ -155,31 +151,6 @@ def evaluate_condition(
     return bool(value)
 
 
-def validate(
-    metric: Metric, *, path: str = "", arg_names: Collection[str] | None = None
-) -> list[Problem]:
-    """Every problem with the metric's conditions, at `path.successCondition` and so on.
-
-    `arg_names` are the arguments the metric can see; None skips the check of `args.NAME`
-    references (a metric parsed alone does not know its template's arguments yet).
-    """
-    problems: list[Problem] = []
-    for name, text in (
-        (SUCCESS_CONDITION, metric.success_condition),
-        (FAILURE_CONDITION, metric.failure_condition),
-    ):
-        if text is None:
-            continue
-        where = f"{path}.{name}" if path else name
-        try:
-            check_condition(
-                text, metric=metric.name, field=name, baseline=metric.baseline, arg_names=arg_names
-            )
-        except ConditionError as error:
-            problems.append(Problem(where, str(error)))
-    return problems
-
-
 def check_condition(
     text: str,
     *,
@@ -188,9 +159,14 @@ def check_condition(
     baseline: bool = False,
     arg_names: Collection[str] | None = None,
 ) -> Condition:
-    """Compile a condition and check it as `validate` does; raises ConditionError naming the
-    metric for a syntax error, an unknown variable, function or argument, a type error, or an
-    expression that is not a bool."""
+    """Compile a condition and check what can be checked before any measurement; raises
+    ConditionError naming the metric for a syntax error, an unknown variable, function or
+    argument, a type error, or an expression that is not a bool.
+
+    `baseline` makes `canary` and `stable` visible; `arg_names` are the arguments the condition
+    can see, None to skip that check (a metric parsed alone does not know its template's
+    arguments yet).
+    """
     condition = compile_condition(text, metric=metric, field=field)
     reason = _check_references(condition, baseline, arg_names) or _probe(
         condition, baseline, arg_names

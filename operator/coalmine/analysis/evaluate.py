@@ -16,9 +16,15 @@ The rules, in the order they apply (the first that applies decides):
    all-NaN judge sample), or a minSample value below its minimum. The metric's noData policy
    decides: Inconclusive (default), Fail, or Pass; the message says which input had no data and
    which policy applied. NaN and ±Inf never reach a condition: PromQL produces them for
-   0/0 (no traffic in a ratio) and x/0, which say "no data", not "a huge error rate".
+   0/0 (no traffic in a ratio) and x/0, which say "no data", not "a huge error rate". With
+   `nanStrategy: replace` a NaN from the metric's own query is 0 instead (no traffic, no
+   errors), before this rule; minSample's NaN, ±Inf and empty vectors stay no data.
 3. The judgement: thresholdRange (Successful inside [min, max], bounds included, else Failed),
    the CEL conditions (truth table below), or the Mann-Whitney judge (pass, fail, inconclusive).
+
+A Failed measurement of a `critical` metric is marked critical (the metric then fails at once,
+see `analysis.limits`), whichever rule failed it, no data with `noData: Fail` included; a
+judge's failure only when it reached the critical thresholds or its effect was undefined.
 
 Truth table of the conditions (F = failureCondition, S = successCondition, `-` = not set, `!` =
 evaluation error). F is evaluated first, and true means Failed whatever S would say: a failure
@@ -42,7 +48,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Final
@@ -55,8 +61,8 @@ from coalmine.analysis.cel import (
     compile_condition,
     evaluate_condition,
 )
-from coalmine.analysis.judge import JudgeResult, Verdict, mann_whitney
-from coalmine.analysis.spec import Judgement, Metric, NoDataPolicy
+from coalmine.analysis.judge import EffectMeasure, JudgeResult, Verdict, mann_whitney
+from coalmine.analysis.spec import Judgement, Metric, NanStrategy, NoDataPolicy
 from coalmine.api.types import DocumentedEnum
 
 _NO_ARGS: Mapping[str, str] = MappingProxyType({})
@@ -120,13 +126,17 @@ class Measurement:
 
     outcome: MeasurementOutcome
     value: float | None
-    """The canary's value (a judge: the canary's median); None without data."""
+    """The canary's value; None without data. A judge's is what its effect measure compares:
+    the mean of the canary's points for meanRatio, their median otherwise."""
     message: str
     at: datetime
     stable_value: float | None = None
-    """The stable revision's value for baseline metrics (a judge: its median)."""
+    """The stable revision's value for baseline metrics (a judge: its mean or median)."""
     judge: JudgeResult | None = field(default=None, compare=False)
-    """The judge's numbers (p-value, effect size) for judge metrics."""
+    """The judge's numbers (p-value, effect size, the shift's interval) for judge metrics."""
+    critical: bool = False
+    """A Failed measurement of a critical metric that aborts the canary at once, whatever
+    failureLimit says."""
 
 
 class _MeasurementError(Exception):
@@ -164,8 +174,9 @@ def evaluate(
             _check_min_sample(metric, what, result)
         if metric.judgement is Judgement.JUDGE:
             return _judge(metric, inputs, at)
-        canary = _single(inputs.canary, "canary")
-        stable = _single(inputs.stable, "stable") if inputs.stable is not None else None
+        nan = metric.nan_strategy
+        canary = _single(inputs.canary, "canary", nan=nan)
+        stable = _single(inputs.stable, "stable", nan=nan) if inputs.stable is not None else None
     except _NoDataError as no_data:
         return _no_data(metric, str(no_data), at)
     if metric.threshold_range is not None:
@@ -174,9 +185,24 @@ def evaluate(
             return outcome(
                 MeasurementOutcome.SUCCESSFUL, f"{canary:g} is within {_range(metric)}", canary
             )
-        return outcome(MeasurementOutcome.FAILED, f"{canary:g} is outside {_range(metric)}", canary)
+        return _critical(
+            metric,
+            outcome(MeasurementOutcome.FAILED, f"{canary:g} is outside {_range(metric)}", canary),
+        )
     kind, message = _conditions(metric, canary, stable, args)
-    return outcome(kind, message, canary, stable)
+    return _critical(metric, outcome(kind, message, canary, stable))
+
+
+def _critical(metric: Metric, measurement: Measurement) -> Measurement:
+    # Every Failed measurement of a critical metric is critical, but a judge's: the judge says
+    # whether its failure reached the critical thresholds.
+    if not metric.critical or measurement.outcome is not MeasurementOutcome.FAILED:
+        return measurement
+    if measurement.judge is not None and not measurement.judge.critical:
+        return measurement
+    return replace(
+        measurement, critical=True, message=f"{measurement.message}; critical: aborts at once"
+    )
 
 
 @dataclass(frozen=True)
@@ -222,10 +248,12 @@ def _inputs(metric: Metric, observation: Observation) -> _Inputs:
     return _Inputs(canary, stable, tuple(min_samples))
 
 
-def _single(sample: Sample, what: str) -> float:
+def _single(sample: Sample, what: str, *, nan: NanStrategy = NanStrategy.REMOVE) -> float:
     if not sample.values:
         raise _NoDataError(f"{what}: the query returned an empty vector")
     value = sample.values[0]
+    if math.isnan(value) and nan is NanStrategy.REPLACE:
+        return 0.0
     if math.isnan(value):
         raise _NoDataError(f"{what}: the query returned NaN")
     if math.isinf(value):
@@ -247,7 +275,10 @@ def _no_data(metric: Metric, reason: str, at: datetime) -> Measurement:
         NoDataPolicy.FAIL: MeasurementOutcome.FAILED,
         NoDataPolicy.PASS: MeasurementOutcome.SUCCESSFUL,
     }[metric.no_data]
-    return Measurement(kind, None, f"no data ({reason}); noData: {metric.no_data} → {kind}", at)
+    return _critical(
+        metric,
+        Measurement(kind, None, f"no data ({reason}); noData: {metric.no_data} → {kind}", at),
+    )
 
 
 def _range(metric: Metric) -> str:
@@ -301,44 +332,64 @@ def _conditions(
     return _TRUTH_TABLE[succeeded, failed], f"{' and '.join(said)} ({values})"
 
 
-def _finite(sample: Sample) -> tuple[list[float], int]:
-    finite = [value for value in sample.values if math.isfinite(value)]
-    return finite, len(sample.values) - len(finite)
+def _points(sample: Sample, nan: NanStrategy) -> tuple[list[float], str]:
+    # A judge's points after the NaN strategy, and what it did to them, for the message.
+    points: list[float] = []
+    replaced = dropped = 0
+    for value in sample.values:
+        if math.isnan(value) and nan is NanStrategy.REPLACE:
+            points.append(0.0)
+            replaced += 1
+        elif math.isfinite(value):
+            points.append(value)
+        else:
+            dropped += 1
+    said = [f"{replaced} NaN replaced by 0"] if replaced else []
+    said += [f"{dropped} NaN/Inf dropped"] if dropped else []
+    return points, ", ".join(said)
 
 
 def _judge(metric: Metric, inputs: _Inputs, at: datetime) -> Measurement:
     assert metric.judge is not None
     assert inputs.stable is not None
-    canary, canary_dropped = _finite(inputs.canary)
-    stable, stable_dropped = _finite(inputs.stable)
-    for what, points, dropped in (
-        ("canary", canary, canary_dropped),
-        ("stable", stable, stable_dropped),
-    ):
+    canary, canary_note = _points(inputs.canary, metric.nan_strategy)
+    stable, stable_note = _points(inputs.stable, metric.nan_strategy)
+    for what, points, note in (("canary", canary, canary_note), ("stable", stable, stable_note)):
         if not points:
-            detail = f" ({dropped} NaN/Inf dropped)" if dropped else ""
-            raise _NoDataError(f"{what}: no finite points{detail}")
+            raise _NoDataError(f"{what}: no finite points{f' ({note})' if note else ''}")
     test = metric.judge.mann_whitney
     result = mann_whitney(
         canary,
         stable,
         confidence=test.confidence,
-        tolerance=test.tolerance,
-        direction=test.direction,
+        alternative=test.direction.alternative,
         min_points=test.min_points,
+        measure=test.effect_size.measure,
+        thresholds=test.effect_size.thresholds,
     )
     kind = {
         Verdict.PASS: MeasurementOutcome.SUCCESSFUL,
         Verdict.FAIL: MeasurementOutcome.FAILED,
         Verdict.INCONCLUSIVE: MeasurementOutcome.INCONCLUSIVE,
     }[result.verdict]
-    dropped = canary_dropped + stable_dropped
-    note = f" ({dropped} NaN/Inf points dropped)" if dropped else ""
-    return Measurement(
-        kind,
-        statistics.median(canary),
-        f"judge {result.verdict}: {result.message}{note}",
-        at,
-        stable_value=statistics.median(stable),
-        judge=result,
+    notes = "; ".join(
+        f"{what}: {note}"
+        for what, note in (("canary", canary_note), ("stable", stable_note))
+        if note
+    )
+    typical = (
+        statistics.fmean
+        if test.effect_size.measure is EffectMeasure.MEAN_RATIO
+        else statistics.median
+    )
+    return _critical(
+        metric,
+        Measurement(
+            kind,
+            typical(canary),
+            f"judge {result.verdict}: {result.message}{f' ({notes})' if notes else ''}",
+            at,
+            stable_value=typical(stable),
+            judge=result,
+        ),
     )

@@ -3,7 +3,9 @@
 Each measurement is one outcome; what the rollout does depends on how they add up against the
 metric's limits. The rules, in precedence order (the first that holds is the verdict):
 
-1. Failed: more Failed measurements than failureLimit. The canary is aborted at once.
+1. Failed: a critical failure (a Failed measurement of a `critical` metric that the judgement
+   marked critical; see `analysis.evaluate`), whatever failureLimit says, or more Failed
+   measurements than failureLimit. The canary is aborted at once.
 2. Error: the latest consecutiveErrorLimit measurements were all Errors (Prometheus down, a
    query timing out). The rollout pauses; an analysis in Error never promotes. The metric is
    still measured at its interval, and once a measurement works again the Error lifts and the
@@ -49,6 +51,8 @@ class MetricRecord:
 
     successful: int = 0
     failed: int = 0
+    critical_failures: int = 0
+    """Failed measurements marked critical (counted in `failed` too)."""
     inconclusive: int = 0
     errors: int = 0
     consecutive_errors: int = 0
@@ -80,6 +84,8 @@ class MetricRecord:
             self,
             successful=self.successful + (outcome is MeasurementOutcome.SUCCESSFUL),
             failed=self.failed + (outcome is MeasurementOutcome.FAILED),
+            critical_failures=self.critical_failures
+            + (outcome is MeasurementOutcome.FAILED and measurement.critical),
             inconclusive=self.inconclusive + (outcome is MeasurementOutcome.INCONCLUSIVE),
             errors=self.errors + (outcome is MeasurementOutcome.ERROR),
             consecutive_errors=consecutive,
@@ -106,7 +112,7 @@ def verdict(
     consecutive_error_limit: int = 4,
 ) -> AnalysisVerdict:
     """The verdict of a record under these limits (see the module docstring)."""
-    if record.failed > failure_limit:
+    if record.critical_failures or record.failed > failure_limit:
         return AnalysisVerdict.FAILED
     if record.consecutive_errors >= consecutive_error_limit:
         return AnalysisVerdict.ERROR

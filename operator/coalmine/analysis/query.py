@@ -18,8 +18,8 @@ renderer knows by scanning the query's string literals:
   single PromQL token of letters, digits and `_ . : + -`, so it cannot add an `or` clause or
   close a bracket.
 
-An unknown variable or a malformed placeholder is found by `validate` when the metric is parsed,
-naming the metric and the variable, before any traffic moves.
+An unknown variable or a malformed placeholder is found by `check_template` when the metric is
+parsed (`analysis.spec` names the metric and the field), before any traffic moves.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from datetime import timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
-
-from coalmine.api.errors import Problem
 
 if TYPE_CHECKING:
     from coalmine.analysis.spec import Metric
@@ -302,47 +300,34 @@ def render_metric(metric: Metric, variables: QueryVariables) -> MetricQueries:
     )
 
 
-def validate(
-    metric: Metric, *, path: str = "", arg_names: Collection[str] | None = None
-) -> list[Problem]:
-    """Every problem with the metric's query templates, at `path.provider.prometheus.query`...
-
-    `arg_names` are the arguments the metric can see; None skips the check of `{{args.NAME}}`
-    (a metric parsed alone does not know its template's arguments yet).
-    """
-    problems: list[Problem] = []
-    templates = [(QUERY_FIELD, metric.provider.prometheus.query)]
-    if metric.min_sample is not None:
-        templates.append((MIN_SAMPLE_FIELD, metric.min_sample.query))
-    for name, template in templates:
-        where = f"{path}.{name}" if path else name
-        reason = _check(template, name, metric, arg_names)
-        if reason is not None:
-            problems.append(Problem(where, f"metric {metric.name!r}: {reason}"))
-    return problems
-
-
 def _unknown(variable: str) -> str:
     known = ", ".join(f"{{{{{name}}}}}" for name in VARIABLES)
     return f"unknown variable {{{{{variable}}}}} (known: {known} and {{{{args.NAME}}}})"
 
 
-def _check(
-    template: str, name: str, metric: Metric, arg_names: Collection[str] | None
+def check_template(
+    template: str,
+    *,
+    arg_names: Collection[str] | None = None,
+    needs_revision: bool = False,
 ) -> str | None:
+    """What is wrong with a query template, or None: a malformed placeholder, an unknown
+    variable, an argument not in `arg_names` (None skips that check: a metric parsed alone does
+    not know its template's arguments yet), or, with `needs_revision` (the query of a baseline
+    metric, run once per side), no {{revision}} to tell the sides apart."""
     try:
         found = placeholders(template)
     except QueryError as error:
-        return f"{name}: {error.message}"
+        return error.message
     for placeholder in found:
         argument = placeholder.argument
         if argument is None and placeholder.variable not in VARIABLES:
-            return f"{name}: {_unknown(placeholder.variable)}"
+            return _unknown(placeholder.variable)
         if argument is not None and arg_names is not None and argument not in arg_names:
-            return f"{name}: {{{{args.{argument}}}}} is not a declared argument"
-    if name == QUERY_FIELD and metric.baseline and not any(p.variable == REVISION for p in found):
+            return f"{{{{args.{argument}}}}} is not a declared argument"
+    if needs_revision and not any(p.variable == REVISION for p in found):
         return (
-            f"{name}: a baseline metric measures canary and stable with the same query, so it "
-            "must select pods by {{revision}}"
+            "a baseline metric measures canary and stable with the same query, so it must select "
+            "pods by {{revision}}"
         )
     return None

@@ -204,6 +204,7 @@ def _record(status: MetricStatus | None) -> limits.MetricRecord:
     return limits.MetricRecord(
         successful=status.successful,
         failed=status.failed,
+        critical_failures=status.critical_failures,
         inconclusive=status.inconclusive,
         errors=status.errors,
         consecutive_errors=status.consecutive_errors,
@@ -217,28 +218,42 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _metric_status(name: str, record: limits.MetricRecord, verdict: str) -> MetricStatus:
+def _metric_status(
+    name: str,
+    record: limits.MetricRecord,
+    verdict: str,
+    previous: MetricStatus | None = None,
+) -> MetricStatus:
+    # A measurement read back from the status has lost its judge: keep it as it was written.
+    written = {each.at: each for each in previous.measurements} if previous is not None else {}
     return MetricStatus(
         name=name,
         verdict=verdict,
         successful=record.successful,
         failed=record.failed,
+        critical_failures=record.critical_failures,
         inconclusive=record.inconclusive,
         errors=record.errors,
         consecutive_errors=record.consecutive_errors,
         longest_error_run=record.longest_error_run,
-        measurements=[
-            MeasurementStatus(
-                at=each.at,
-                outcome=each.outcome.value,
-                value=_finite(each.value),
-                stable_value=_finite(each.stable_value),
-                p_value=_finite(each.judge.p_value) if each.judge else None,
-                effect_size=_finite(each.judge.effect_size) if each.judge else None,
-                message=each.message,
-            )
-            for each in record.recent
-        ],
+        measurements=[written.get(each.at) or _measurement_status(each) for each in record.recent],
+    )
+
+
+def _measurement_status(measurement: Measurement) -> MeasurementStatus:
+    judge = measurement.judge
+    interval = judge.interval if judge is not None else None
+    return MeasurementStatus(
+        at=measurement.at,
+        outcome=measurement.outcome.value,
+        value=_finite(measurement.value),
+        stable_value=_finite(measurement.stable_value),
+        p_value=_finite(judge.p_value) if judge else None,
+        effect_size=_finite(judge.effect_size) if judge else None,
+        shift=_finite(interval.estimate) if interval else None,
+        shift_low=_finite(interval.low) if interval else None,
+        shift_high=_finite(interval.high) if interval else None,
+        message=measurement.message,
     )
 
 
@@ -334,7 +349,9 @@ class Runner:
                         )
                 if due is not None and not verdict.done:
                     result.next_due = due if result.next_due is None else min(result.next_due, due)
-                statuses.append(_metric_status(resolved.metric.name, record, verdict.value))
+                statuses.append(
+                    _metric_status(resolved.metric.name, record, verdict.value, previous)
+                )
                 verdicts.append(verdict)
             overall = limits.analysis_verdict(verdicts)
             message = _explain(statuses, overall.value)

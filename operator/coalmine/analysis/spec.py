@@ -7,7 +7,8 @@ ClusterAnalysisTemplate resources, whose CRDs are generated from them.
 
 Everything that can be wrong with a metric is found when it is parsed, before any traffic moves:
 the structure, the durations, the combination of judgements, and also the CEL conditions and the
-query templates (through `analysis.cel` and `analysis.query`), so an invalid expression becomes
+query templates (walked here, checked by `analysis.cel` and `analysis.query`, which know nothing
+of metrics), so an invalid expression becomes
 an InvalidSpec condition naming the metric and the parse error instead of a failed measurement
 halfway through a canary. What can only be checked against other objects (does the template
 exist, are its required arguments given) is `resolve`'s business.
@@ -15,7 +16,7 @@ exist, are its required arguments given) is `resolve`'s business.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -34,6 +35,7 @@ from pydantic import (
 )
 
 from coalmine.analysis import cel, query
+from coalmine.analysis.judge import Alternative, EffectMeasure, Thresholds
 
 # Shared with the CanaryRollout models on purpose: the same base model, the same error paths
 # and the same wording, whichever resource the user got wrong.
@@ -126,6 +128,31 @@ class Direction(DocumentedEnum):
     )
     EITHER = "either", "any difference counts against the canary: a two-sided test."
 
+    @property
+    def alternative(self) -> Alternative:
+        """The test's alternative hypothesis, in R's words (the canary is R's x)."""
+        return {
+            Direction.INCREASE: Alternative.GREATER,
+            Direction.DECREASE: Alternative.LESS,
+            Direction.EITHER: Alternative.TWO_SIDED,
+        }[self]
+
+
+class NanStrategy(DocumentedEnum):
+    """What a NaN from the metric's query is. PromQL answers NaN for 0/0: a ratio over an
+    interval without traffic."""
+
+    REMOVE = (
+        "remove",
+        "no data: a judge drops the NaN points; a single NaN value is decided by noData.",
+    )
+    REPLACE = (
+        "replace",
+        "0: for metrics where no traffic means nothing went wrong, such as an error ratio. "
+        "Applies to the metric's query only (never to minSample); +Inf, -Inf and an empty "
+        "result stay no data.",
+    )
+
 
 class Judgement(StrEnum):
     """How a metric turns a value into an outcome; exactly one per metric."""
@@ -204,15 +231,106 @@ class MinSample(SpecModel):
     """Below this value (or with no value at all) the measurement is no data (see noData)."""
 
 
+class EffectSize(SpecModel):
+    """How large a significant change may be, in Kayenta's terms: ratios for meanRatio and shift
+    (1 is no change, 1.2 is 20% higher), a probability for cles (0.5 is no change). A change is
+    sized only when the test finds it significant; one it cannot size (a baseline mean or median
+    of 0) fails."""
+
+    measure: EffectMeasure = EffectMeasure.MEAN_RATIO
+
+    allowed_increase: Number | None = None
+    """A significant increase fails the measurement when the effect is at or above this (at
+    least 1; 0.5 for cles). 1.2 forgives a canary up to 20% higher. Default: no change, so every
+    significant increase fails."""
+
+    allowed_decrease: Number | None = None
+    """A significant decrease fails the measurement when the effect is at or below this (at most
+    1; 0.5 for cles). 0.8 forgives a canary up to 20% lower. Default: no change."""
+
+    critical_increase: Number | None = None
+    """On a critical metric: an increase at or above this aborts the canary at once, whatever
+    failureLimit says (at least allowedIncrease). Default: allowedIncrease."""
+
+    critical_decrease: Number | None = None
+    """On a critical metric: a decrease at or below this aborts the canary at once (at most
+    allowedDecrease). Default: allowedDecrease."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        neutral = self.measure.neutral
+        what = f"for {self.measure}, {neutral:g} is no change"
+        limits = self.thresholds
+        checks = (
+            (self.allowed_increase, limits.allowed_increase >= neutral, f"at least {neutral:g}"),
+            (self.allowed_decrease, limits.allowed_decrease <= neutral, f"at most {neutral:g}"),
+            (
+                self.critical_increase,
+                limits.critical_increase >= limits.allowed_increase,
+                f"at least allowedIncrease ({limits.allowed_increase:g})",
+            ),
+            (
+                self.critical_decrease,
+                limits.critical_decrease <= limits.allowed_decrease,
+                f"at most allowedDecrease ({limits.allowed_decrease:g})",
+            ),
+        )
+        for (value, holds, rule), field in zip(checks, _EFFECT_FIELDS, strict=True):
+            if value is not None and not holds:
+                raise field_problem(f".{field}", f"must be {rule} ({what}), not {value:g}")
+        if self.measure is EffectMeasure.CLES:
+            values = (
+                self.allowed_increase,
+                self.allowed_decrease,
+                self.critical_increase,
+                self.critical_decrease,
+            )
+            for value, field in zip(values, _EFFECT_FIELDS, strict=True):
+                if value is not None and not 0 <= value <= 1:
+                    raise field_problem(
+                        f".{field}",
+                        f"must be between 0 and 1 (cles is a probability), not {value:g}",
+                    )
+        return self
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The thresholds, defaults filled in."""
+        neutral = self.measure.neutral
+        increase = neutral if self.allowed_increase is None else self.allowed_increase
+        decrease = neutral if self.allowed_decrease is None else self.allowed_decrease
+        return Thresholds(
+            allowed_increase=increase,
+            allowed_decrease=decrease,
+            critical_increase=increase
+            if self.critical_increase is None
+            else self.critical_increase,
+            critical_decrease=decrease
+            if self.critical_decrease is None
+            else self.critical_decrease,
+        )
+
+    @property
+    def has_critical_thresholds(self) -> bool:
+        """Whether criticalIncrease or criticalDecrease is set."""
+        return self.critical_increase is not None or self.critical_decrease is not None
+
+
+_EFFECT_FIELDS: Final = (
+    "allowedIncrease",
+    "allowedDecrease",
+    "criticalIncrease",
+    "criticalDecrease",
+)
+
+
 class MannWhitney(SpecModel):
-    """Compare the canary's values with the stable revision's with a Mann-Whitney U test."""
+    """Compare the canary's values with the stable revision's with a Mann-Whitney U test, and
+    size a significant change with an effect measure."""
 
     confidence: Number = Field(default=0.95, gt=0.5, lt=1)
-    """Confidence of the test (0.5 < c < 1): a difference is significant when p <= 1 - c."""
-
-    tolerance: Number = Field(default=0.0, ge=0)
-    """Relative difference forgiven even when significant: 0.1 lets the canary's median shift
-    be up to 10% of the stable median in the bad direction."""
+    """Confidence of the test (0.5 < c < 1): a change is significant when p <= 1 - c. Also the
+    confidence of the shift's interval."""
 
     direction: Direction = Direction.INCREASE
 
@@ -220,6 +338,8 @@ class MannWhitney(SpecModel):
         int, Strict(), Field(ge=1, le=MAX_MIN_POINTS), BeforeValidator(integral)
     ] = 10
     """Fewer points than this on either side make the measurement Inconclusive."""
+
+    effect_size: EffectSize = Field(default_factory=EffectSize)
 
 
 class Judge(SpecModel):
@@ -281,6 +401,13 @@ class Metric(SpecModel):
 
     judge: Judge | None = None
 
+    critical: StrictBool = False
+    """A Failed measurement aborts the canary at once, whatever failureLimit says: any Failed
+    measurement, no data with noData: Fail included; for a judge, a significant change reaching
+    criticalIncrease/criticalDecrease (or one whose size is undefined)."""
+
+    nan_strategy: NanStrategy = NanStrategy.REMOVE
+
     @field_validator("interval")
     @classmethod
     def _interval_long_enough(cls, value: str) -> str:
@@ -332,10 +459,36 @@ class Metric(SpecModel):
                 f"metric {self.name!r}: count {self.count} can never exceed failureLimit "
                 f"{self.failure_limit}; it must be at least {self.failure_limit + 1}",
             )
-        problems = [*cel.validate(self), *query.validate(self)]
+        self._check_critical()
+        problems = expression_problems(self)
         if problems:
             raise field_problem(f".{problems[0].field}", problems[0].reason)
         return self
+
+    def _check_critical(self) -> None:
+        effect = self.judge.mann_whitney.effect_size if self.judge is not None else None
+        tiered = effect is not None and effect.has_critical_thresholds
+        if tiered and not self.critical:
+            assert effect is not None
+            field = (
+                "criticalIncrease" if effect.critical_increase is not None else "criticalDecrease"
+            )
+            raise field_problem(
+                f".judge.mannWhitney.effectSize.{field}",
+                f"metric {self.name!r}: {field} acts only on a critical metric: set critical: true",
+            )
+        if self.critical and self.failure_limit > 0 and not tiered:
+            raise field_problem(
+                ".failureLimit",
+                f"metric {self.name!r}: a critical metric aborts at its first Failed measurement, "
+                f"so failureLimit {self.failure_limit} would never apply"
+                + (
+                    " (set effectSize.criticalIncrease or criticalDecrease beyond the allowed "
+                    "change to let failureLimit count the smaller failures)"
+                    if self.judge is not None
+                    else ""
+                ),
+            )
 
     @property
     def judgement(self) -> Judgement:
@@ -355,6 +508,46 @@ class Metric(SpecModel):
     def initial_delay_length(self) -> timedelta:
         """The initial delay as a timedelta."""
         return parse_duration(self.initial_delay)
+
+
+def expression_problems(
+    metric: Metric, *, path: str = "", arg_names: Collection[str] | None = None
+) -> list[Problem]:
+    """Every problem with the metric's CEL conditions and query templates, each at its field
+    under `path` (`spec.metrics[0].successCondition`...).
+
+    `arg_names` are the arguments the metric can see; None skips the check of `args.NAME` and
+    `{{args.NAME}}` (a metric parsed alone does not know its template's arguments yet).
+    """
+
+    def where(field: str) -> str:
+        return f"{path}.{field}" if path else field
+
+    problems: list[Problem] = []
+    for field, text in (
+        (cel.SUCCESS_CONDITION, metric.success_condition),
+        (cel.FAILURE_CONDITION, metric.failure_condition),
+    ):
+        if text is None:
+            continue
+        try:
+            cel.check_condition(
+                text,
+                metric=metric.name,
+                field=field,
+                baseline=metric.baseline,
+                arg_names=arg_names,
+            )
+        except cel.ConditionError as error:
+            problems.append(Problem(where(field), str(error)))
+    templates = [(query.QUERY_FIELD, metric.provider.prometheus.query, metric.baseline)]
+    if metric.min_sample is not None:
+        templates.append((query.MIN_SAMPLE_FIELD, metric.min_sample.query, False))
+    for field, template, needs_revision in templates:
+        reason = query.check_template(template, arg_names=arg_names, needs_revision=needs_revision)
+        if reason is not None:
+            problems.append(Problem(where(field), f"metric {metric.name!r}: {field}: {reason}"))
+    return problems
 
 
 # --- templates and references -------------------------------------------------------------
@@ -395,10 +588,7 @@ def _check_arg_references(metrics: tuple[Metric, ...], declared: Iterable[str]) 
     names = frozenset(declared)
     for index, metric in enumerate(metrics):
         path = f"metrics[{index}]"
-        problems = [
-            *cel.validate(metric, path=path, arg_names=names),
-            *query.validate(metric, path=path, arg_names=names),
-        ]
+        problems = expression_problems(metric, path=path, arg_names=names)
         if problems:
             raise field_problem(f".{problems[0].field}", problems[0].reason)
 

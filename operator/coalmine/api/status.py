@@ -82,7 +82,16 @@ class MeasurementStatus(StatusModel):
     p_value: float | None = None
     """The statistical judge's p-value, for judge metrics."""
     effect_size: float | None = None
-    """The statistical judge's relative effect size, for judge metrics."""
+    """The statistical judge's effect size in its measure (meanRatio, shift or cles); unset
+    when the measure could not size the change (a stable mean or median of 0)."""
+    shift: float | None = None
+    """The judge's Hodges-Lehmann shift, canary minus stable, in the metric's unit."""
+    shift_low: float | None = None
+    """The lower bound of the shift's confidence interval; unset when unbounded (a judge of a
+    decrease tests one side)."""
+    shift_high: float | None = None
+    """The upper bound of the shift's confidence interval; unset when unbounded (a judge of an
+    increase)."""
     message: str = ""
     """What was measured and why it was judged so, for people."""
 
@@ -98,6 +107,8 @@ class MetricStatus(StatusModel):
     """Successful measurements so far."""
     failed: int = 0
     """Failed measurements so far (more than failureLimit aborts the canary)."""
+    critical_failures: int = 0
+    """Failed measurements of a critical metric that abort the canary at once."""
     inconclusive: int = 0
     """Inconclusive measurements so far (more than inconclusiveLimit pauses the canary)."""
     errors: int = 0

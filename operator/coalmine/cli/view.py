@@ -312,7 +312,18 @@ def _value(measurement: Obj) -> str:
     stable = measurement.get("stableValue")
     if stable is not None:
         value += f" (stable {_number(stable)})"
+    shift = measurement.get("shift")
+    if isinstance(shift, int | float) and not isinstance(shift, bool):
+        # The judge's shift and its confidence interval; an unset end is unbounded.
+        low, high = measurement.get("shiftLow"), measurement.get("shiftHigh")
+        value += f", shift {_signed(shift, '?')} [{_signed(low, '-inf')}, {_signed(high, '+inf')}]"
     return value
+
+
+def _signed(value: object, absent: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return absent
+    return f"{value:+.4g}"
 
 
 def measurement_rows(status: Obj, now: datetime) -> list[MeasurementRow]:
