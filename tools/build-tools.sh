@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the pinned external programs (Kubernetes, etcd, KWOK, Prometheus) from their Go
-# modules into a git-ignored folder, and copies the data files they need (KWOK stages,
+# Builds the pinned external programs (Kubernetes, etcd, KWOK, Prometheus, Traefik) from
+# their Go modules into a git-ignored folder, and copies the data files they need (KWOK stages,
 # Gateway API CRDs) out of the Go module cache.
 #
 # Each program has its own wrapper module under tools/<name>/ so that the dependency graphs
@@ -104,9 +104,13 @@ cp -f "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml \
       "$kwok_dir"/kustomize/stage/pod/fast/pod-complete.yaml \
       "$kwok_dir"/kustomize/stage/pod/fast/pod-delete.yaml "$share/kwok-stages/"
 chmod u+w "$share/kwok-stages/"*
-# Demo-app pods get their own stage (tools/devenv/kwok/): keep KWOK's pod-ready off them.
-demo_key='.spec.containers.[] | select(.image | startswith("coalmine.dev/demo-app")) | .name'
-python3 - "$share/kwok-stages/pod-ready.yaml" "$demo_key" <<'PY'
+# The pod runner's pods get their own stage (tools/devenv/kwok/demo-pod-running.yaml, same
+# key): keep KWOK's pod-ready off them. The operator image's pods stay off pod-delete too: the
+# pod runner deletes each once its container has stopped, as a kubelet does.
+runner_key='.spec.containers.[] | select(.image | startswith("coalmine.dev/demo-app") or startswith("coalmine:") or startswith("localhost/coalmine:")) | .name'
+container_key='.spec.containers.[] | select(.image | startswith("coalmine:") or startswith("localhost/coalmine:")) | .name'
+exclude_from_stage() {
+    python3 - "$1" "$2" <<'PY'
 import sys
 path, key = sys.argv[1], sys.argv[2]
 text = open(path).read()
@@ -115,6 +119,9 @@ if key not in text:
     text = text.replace("    matchExpressions:\n", "    matchExpressions:\n" + rule, 1)
 open(path, "w").write(text)
 PY
+}
+exclude_from_stage "$share/kwok-stages/pod-ready.yaml" "$runner_key"
+exclude_from_stage "$share/kwok-stages/pod-delete.yaml" "$container_key"
 cp -f "$here/devenv/kwok/"*.yaml "$share/kwok-stages/"
 
 gw_dir="$modcache/sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
