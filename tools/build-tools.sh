@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the pinned external programs (Kubernetes, etcd, KWOK, Prometheus, Traefik) from
+# Builds the pinned external programs (Kubernetes, etcd, KWOK, Prometheus, Traefik, Helm) from
 # their Go modules into a git-ignored folder, and copies the data files they need (KWOK stages,
 # Gateway API CRDs) out of the Go module cache.
 #
@@ -20,6 +20,7 @@ mkdir -p "$bin" "$share" "$out/stamps" "$cache"
 
 K8S_VERSION=v1.36.3
 KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.22.0
 GATEWAY_API_VERSION=v1.4.0
 
 command -v go >/dev/null || { echo "build-tools: the 'go' command is missing (Go >= 1.26 is needed to build the test cluster)" >&2; exit 1; }
@@ -57,15 +58,29 @@ build_traefik() {
         github.com/traefik/traefik/v3/cmd/traefik
 }
 
+build_helm() {
+    # Stamped as upstream's Makefile does: the version `helm version` prints, and the Kubernetes
+    # version `helm template` and `helm lint` assume (one minor above client-go's major 0).
+    local minor flags pkg
+    minor="$(go list -f '{{.Version}}' -m k8s.io/client-go | cut -d. -f2)"
+    flags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        flags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+    done
+    CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$1/helm" helm.sh/helm/v3/cmd/helm
+}
+
 declare -A programs=(
     [k8s]="kube-apiserver kube-controller-manager kube-scheduler kubectl"
     [etcd]="etcd"
     [kwok]="kwok kwokctl"
     [prometheus]="prometheus"
     [traefik]="traefik"
+    [helm]="helm"
 )
 
-only="${*:-k8s etcd kwok prometheus traefik}"
+only="${*:-k8s etcd kwok prometheus traefik helm}"
 for name in $only; do
     module="$here/$name"
     key="$(cat "$module/go.mod" "$module/go.sum" <(declare -f "build_$name" k8s_ldflags) | sha256sum | cut -c1-16)"
