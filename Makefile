@@ -6,7 +6,8 @@ SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-NETNS ?= coalmine
+# The network namespace of the local cluster: COALMINE_NETNS, as devenv reads it.
+NETNS := $(or $(COALMINE_NETNS),coalmine)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
 .PHONY: demo demo-down help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis bench-traffic traefik traefik-down image image-base test-image kind-up kind-deploy lock clean
