@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 NETNS := $(or $(COALMINE_NETNS),coalmine)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: demo demo-down help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis bench-traffic traefik traefik-down image image-base test-image kind-up kind-deploy lock clean
+.PHONY: demo demo-down help venv tools crds cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis bench-traffic traefik traefik-down image image-base test-image dist kind-up kind-deploy lock clean
 
 demo: venv tools ## the whole thing on this machine: cluster, Traefik, operator, v2 promoted, v3 aborted, live
 	$(PY) -m devenv.demo
@@ -75,7 +75,7 @@ unit: venv ## unit tests only (no cluster)
 integration: venv tools test-image ## integration tests against the local cluster (started when absent)
 	$(VENV)/bin/pytest tests/integration
 
-test: venv tools lint test-image ## everything CI checks: lint, unit and integration tests against the real cluster
+test: venv tools lint test-image dist ## everything CI checks: lint, unit and integration tests against the real cluster
 	$(VENV)/bin/pytest tests
 
 bench: bench-cluster bench-rollouts bench-analysis bench-traffic ## every benchmark; JSON lands in bench/results/
@@ -118,6 +118,13 @@ test-image: ## the operator image for the install tests, on the offline base (ne
 		$(MAKE) --no-print-directory image-base image CONTAINER_ENGINE=podman BASE_IMAGE=$(LOCAL_BASE_IMAGE); \
 	else echo "test-image: no podman: the install tests will be skipped (apt-get install podman runc mmdebstrap)"; fi
 
+dist: venv ## python -m build: wheel and sdist in dist/, the wheels they need in dist/wheelhouse/, the krew archive
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+		--dest dist/wheelhouse --constraint requirements.lock dist/coalmine-*.whl
+	$(PY) -m devenv.krew
+
 kind-up: ## create a kind cluster (needs Docker and kind)
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
 
@@ -139,4 +146,4 @@ lock: ## re-pin requirements.lock from pyproject.toml
 	  /tmp/coalmine-lock/bin/pip freeze --exclude-editable | grep -v '^-e'; } > requirements.lock
 
 clean: cluster-down ## stop the cluster and remove build output (keeps Go and pip caches)
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache dist build
