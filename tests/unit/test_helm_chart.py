@@ -1,4 +1,5 @@
-"""The Helm chart renders what deploy/ installs, and passes `helm lint`.
+"""The Helm chart renders what deploy/ installs, and passes `helm lint`; deploy/ installs in one
+apply.
 
 Two ways to install one operator must not drift apart: with default values, `helm template`
 must give the objects of `kubectl kustomize deploy/`, and with ``watchNamespace`` those of
@@ -111,6 +112,25 @@ def test_watch_namespace_renders_the_namespaced_variant() -> None:
         _objects(helm_template("--set=watchNamespace=default")),
         _objects(kustomize(paths.REPO_ROOT / "deploy" / "namespaced")),
     )
+
+
+@pytest.mark.parametrize("path", ["deploy", "deploy/namespaced"])
+def test_one_apply_installs_on_a_fresh_cluster(path: str) -> None:
+    """No object of deploy/ is of a kind whose CRD the same apply creates: kubectl maps every
+    kind before it sends anything, so on a fresh cluster such an apply fails (the built-in
+    ClusterAnalysisTemplates are a second apply, deploy/analysis/, for that reason)."""
+    objects = [doc for doc in yaml.safe_load_all(kustomize(paths.REPO_ROOT / path)) if doc]
+    defined = {
+        (crd["spec"]["group"], crd["spec"]["names"]["kind"])
+        for crd in objects
+        if crd["kind"] == "CustomResourceDefinition"
+    }
+    custom = [
+        (obj["kind"], obj["metadata"]["name"])
+        for obj in objects
+        if (obj["apiVersion"].rpartition("/")[0], obj["kind"]) in defined
+    ]
+    assert not custom, f"{path} holds objects of its own CRDs: {custom}"
 
 
 def _env(objects: dict[ObjectKey, dict[str, Any]], name: str = "coalmine") -> dict[str, Any]:
