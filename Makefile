@@ -108,7 +108,7 @@ image: ## build the operator image with docker or podman (CONTAINER_ENGINE, BASE
 		-t $(IMAGE) .
 	@$(CONTAINER_ENGINE) image inspect --format 'image: $(IMAGE) is {{.Size}} bytes' $(IMAGE)
 
-image-base: ## make LOCAL_BASE_IMAGE offline from Debian's packages (mmdebstrap): make image-base image BASE_IMAGE=$(LOCAL_BASE_IMAGE)
+image-base: ## a Python base from Debian's packages, offline (mmdebstrap): then make image BASE_IMAGE=localhost/coalmine/python-base:3.11-bookworm
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) tools/image/base.sh $(LOCAL_BASE_IMAGE)
 
 # The install tests (tests/integration/test_install.py) run IMAGE in podman; without podman
