@@ -89,11 +89,12 @@ class Install:
 
 def _delete_all_but_crds(rendered: str) -> None:
     """Delete what a kustomization holds, except its CRDs (deleting those deletes every
-    CanaryRollout in the cluster), and wait until its namespace is gone."""
+    CanaryRollout in the cluster) and its namespace (the next install reuses it: deleting a
+    namespace takes the controller-manager long), and wait until the operator's pods are gone."""
     kept = [
         doc
         for doc in yaml.safe_load_all(rendered)
-        if doc and doc["kind"] != "CustomResourceDefinition"
+        if doc and doc["kind"] not in ("CustomResourceDefinition", "Namespace")
     ]
     cluster.kubectl(
         "delete",
@@ -103,15 +104,22 @@ def _delete_all_but_crds(rendered: str) -> None:
         "-",
         stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": kept}),
     )
-    _wait_namespace_gone()
+    _wait_pods_gone()
 
 
-def _wait_namespace_gone() -> None:
+def _wait_pods_gone() -> None:
+    """Until the operator's pods are gone: each once its container has stopped."""
     wait_for(
-        lambda: cluster.kubectl("get", "namespace", SYSTEM_NAMESPACE, "--ignore-not-found"),
+        lambda: cluster.kubectl(
+            "get",
+            "pods",
+            f"--namespace={SYSTEM_NAMESPACE}",
+            "--output=name",
+            "--selector=app.kubernetes.io/name=coalmine",
+        ),
         until=lambda out: not out.strip(),
-        timeout=90,
-        message=f"namespace {SYSTEM_NAMESPACE} deleted",
+        timeout=60,
+        message=f"the operator's pods in {SYSTEM_NAMESPACE} gone",
     )
 
 
@@ -151,8 +159,7 @@ def _helm_install() -> None:
 
 def _helm_uninstall() -> None:
     _helm("uninstall", RELEASE, f"--namespace={SYSTEM_NAMESPACE}", "--wait", "--ignore-not-found")
-    cluster.kubectl("delete", "namespace", SYSTEM_NAMESPACE, "--ignore-not-found", "--wait=false")
-    _wait_namespace_gone()
+    _wait_pods_gone()
 
 
 INSTALLS = {
@@ -164,21 +171,35 @@ INSTALLS = {
 
 
 @pytest.fixture(scope="module")
-def operator_image(kube: Cluster) -> str:
+def operator_image(kube: Cluster) -> Iterator[str]:
     """The image exists, and the cluster's pod runner can run it (a cluster started by an
-    older checkout cannot)."""
+    older checkout cannot). The operator's namespace goes when the module is done."""
     if not containers.images_present([IMAGE]):
         pytest.fail(f"no image {IMAGE} in podman: run `make test-image` (make test does)")
     pid = cluster.COMPONENTS_BY_NAME["podrunner"].pid()
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
     if b"--netns" not in cmdline:
         pytest.fail("the cluster's pod runner runs no containers: `make cluster-down cluster`")
-    return IMAGE
+    yield IMAGE
+    cluster.kubectl("delete", "namespace", SYSTEM_NAMESPACE, "--ignore-not-found", "--wait=false")
 
 
 def _remove_leftovers() -> None:
-    """Whatever an earlier failure left behind."""
-    if cluster.kubectl("get", "namespace", SYSTEM_NAMESPACE, "--ignore-not-found").strip():
+    """Whatever an earlier failure left behind; a namespace an earlier run is deleting, gone."""
+    wait_for(
+        lambda: cluster.kubectl(
+            "get",
+            "namespace",
+            SYSTEM_NAMESPACE,
+            "--ignore-not-found",
+            "--output=jsonpath={.status.phase}",
+        ),
+        until=lambda phase: phase != "Terminating",
+        timeout=90,
+        message=f"namespace {SYSTEM_NAMESPACE} deleted by an earlier run",
+    )
+    leftover = ("deployment", "coalmine", f"--namespace={SYSTEM_NAMESPACE}", "--ignore-not-found")
+    if cluster.kubectl("get", *leftover).strip():
         _delete_all_but_crds(cluster.kubectl("kustomize", str(DEPLOY / "namespaced")))
         _delete_all_but_crds(cluster.kubectl("kustomize", str(DEPLOY)))
 
