@@ -52,7 +52,7 @@ def test_the_deployments_pod_runs_as_its_manifest_says() -> None:
     assert spec.service_account == "coalmine"
     assert spec.readiness is not None
     assert spec.readiness.port == 8080, "the named port `health`"
-    assert spec.readiness.path in ("/healthz", "/readyz")
+    assert spec.readiness.path == "/readyz"
     assert spec.grace_s == 30
     assert spec.drop_capabilities
     assert spec.no_new_privileges
