@@ -6,10 +6,11 @@ SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-NETNS ?= coalmine
+# The network namespace of the local cluster: COALMINE_NETNS, as devenv reads it.
+NETNS := $(or $(COALMINE_NETNS),coalmine)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: demo demo-down help venv tools crds argocd cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis bench-traffic traefik traefik-down image kind-up kind-deploy lock clean
+.PHONY: demo demo-down help venv tools crds argocd cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis bench-traffic traefik traefik-down image image-base test-image dist kind-up kind-deploy lock clean
 
 demo: venv tools ## the whole thing on this machine: cluster, Traefik, operator, v2 promoted, v3 aborted, live
 	$(PY) -m devenv.demo
@@ -75,10 +76,10 @@ fmt: venv ## format and autofix
 unit: venv ## unit tests only (no cluster)
 	$(VENV)/bin/pytest tests/unit
 
-integration: venv tools ## integration tests against the local cluster (started when absent)
+integration: venv tools test-image ## integration tests against the local cluster (started when absent)
 	$(VENV)/bin/pytest tests/integration
 
-test: venv tools lint ## everything CI checks: lint, unit and integration tests against the real cluster
+test: venv tools lint test-image dist ## everything CI checks: lint, unit and integration tests against the real cluster
 	$(VENV)/bin/pytest tests
 
 bench: bench-cluster bench-rollouts bench-analysis bench-traffic ## every benchmark; JSON lands in bench/results/
@@ -91,9 +92,42 @@ bench-rollouts: venv tools ## 50 rollouts in flight: promote-to-confirmed weight
 
 IMAGE ?= coalmine:dev
 KIND_CLUSTER ?= coalmine
+# docker or podman: the first whose engine answers (a docker client without a daemon does not).
+CONTAINER_ENGINE ?= $(shell tools/image/engine.sh)
+# The Dockerfile's base, named in full so that podman needs no short-name alias.
+BASE_IMAGE ?= docker.io/library/python:3.11.14-slim-bookworm
+# What `make image-base` makes from Debian's packages where no registry is reachable.
+LOCAL_BASE_IMAGE ?= localhost/coalmine/python-base:3.11-bookworm
+# podman's settings for machines like CI's (runc, ulimits): tools/image/containers.conf.
+CONTAINERS_CONF ?= $(CURDIR)/tools/image/containers.conf
+# The host's CA bundle replaces the image's in podman's build steps, so that pip trusts a proxy
+# that intercepts TLS (as CI's does). Set HOST_CA_BUNDLE= to build with the image's own.
+HOST_CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+image image-base test-image: export CONTAINERS_CONF := $(CONTAINERS_CONF)
 
-image: ## build the operator image (needs a Docker engine)
-	docker build -t $(IMAGE) .
+image: ## build the operator image with docker or podman (CONTAINER_ENGINE, BASE_IMAGE, IMAGE)
+	@[[ -n "$(CONTAINER_ENGINE)" ]] || { echo "image: no working docker or podman engine (apt-get install podman)"; exit 1; }
+	$(CONTAINER_ENGINE) build --build-arg PYTHON_IMAGE=$(BASE_IMAGE) \
+		$(if $(and $(HOST_CA_BUNDLE),$(filter podman,$(CONTAINER_ENGINE))),--volume $(HOST_CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro,) \
+		-t $(IMAGE) .
+	@$(CONTAINER_ENGINE) image inspect --format 'image: $(IMAGE) is {{.Size}} bytes' $(IMAGE)
+
+image-base: ## a Python base from Debian's packages, offline (mmdebstrap): then make image BASE_IMAGE=localhost/coalmine/python-base:3.11-bookworm
+	CONTAINER_ENGINE=$(CONTAINER_ENGINE) tools/image/base.sh $(LOCAL_BASE_IMAGE)
+
+# The install tests (tests/integration/test_install.py) run IMAGE in podman; without podman
+# they are skipped, saying how to install it.
+test-image: ## the operator image for the install tests, on the offline base (needs podman)
+	@if command -v podman >/dev/null; then \
+		$(MAKE) --no-print-directory image-base image CONTAINER_ENGINE=podman BASE_IMAGE=$(LOCAL_BASE_IMAGE); \
+	else echo "test-image: no podman: the install tests will be skipped (apt-get install podman runc mmdebstrap)"; fi
+
+dist: venv ## python -m build: wheel and sdist in dist/, the wheels they need in dist/wheelhouse/, the krew archive
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+		--dest dist/wheelhouse --constraint requirements.lock dist/coalmine-*.whl
+	$(PY) -m devenv.krew
 
 kind-up: ## create a kind cluster (needs Docker and kind)
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
@@ -116,4 +150,4 @@ lock: ## re-pin requirements.lock from pyproject.toml
 	  /tmp/coalmine-lock/bin/pip freeze --exclude-editable | grep -v '^-e'; } > requirements.lock
 
 clean: cluster-down ## stop the cluster and remove build output (keeps Go and pip caches)
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache dist build

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the pinned external programs (Kubernetes, etcd, KWOK, Prometheus) from their Go
-# modules into a git-ignored folder, and copies the data files they need (KWOK stages,
+# Builds the pinned external programs (Kubernetes, etcd, KWOK, Prometheus, Traefik, Helm) from
+# their Go modules into a git-ignored folder, and copies the data files they need (KWOK stages,
 # Gateway API CRDs) out of the Go module cache.
 #
 # Each program has its own wrapper module under tools/<name>/ so that the dependency graphs
@@ -20,6 +20,7 @@ mkdir -p "$bin" "$share" "$out/stamps" "$cache"
 
 K8S_VERSION=v1.36.3
 KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.22.0
 GATEWAY_API_VERSION=v1.4.0
 ARGOCD_VERSION=v3.5.7  # the newest Argo CD whose module Go 1.26 accepts (3.6 needs Go 1.27)
 
@@ -63,6 +64,19 @@ build_argocd() {
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$1/coalmine-argocd" .
 }
 
+build_helm() {
+    # Stamped as upstream's Makefile does: the version `helm version` prints, and the Kubernetes
+    # version `helm template` and `helm lint` assume (one minor above client-go's major 0).
+    local minor flags pkg
+    minor="$(go list -f '{{.Version}}' -m k8s.io/client-go | cut -d. -f2)"
+    flags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        flags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+    done
+    CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$1/helm" helm.sh/helm/v3/cmd/helm
+}
+
 declare -A programs=(
     [k8s]="kube-apiserver kube-controller-manager kube-scheduler kubectl"
     [etcd]="etcd"
@@ -70,9 +84,10 @@ declare -A programs=(
     [prometheus]="prometheus"
     [traefik]="traefik"
     [argocd]="coalmine-argocd"
+    [helm]="helm"
 )
 
-only="${*:-k8s etcd kwok prometheus traefik argocd}"
+only="${*:-k8s etcd kwok prometheus traefik argocd helm}"
 for name in $only; do
     module="$here/$name"
     # A wrapper's own Go sources (only the argocd harness has any) are part of the key.
@@ -113,9 +128,13 @@ cp -f "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml \
       "$kwok_dir"/kustomize/stage/pod/fast/pod-complete.yaml \
       "$kwok_dir"/kustomize/stage/pod/fast/pod-delete.yaml "$share/kwok-stages/"
 chmod u+w "$share/kwok-stages/"*
-# Demo-app pods get their own stage (tools/devenv/kwok/): keep KWOK's pod-ready off them.
-demo_key='.spec.containers.[] | select(.image | startswith("coalmine.dev/demo-app")) | .name'
-python3 - "$share/kwok-stages/pod-ready.yaml" "$demo_key" <<'PY'
+# The pod runner's pods get their own stage (tools/devenv/kwok/demo-pod-running.yaml, same
+# key): keep KWOK's pod-ready off them. The operator image's pods stay off pod-delete too: the
+# pod runner deletes each once its container has stopped, as a kubelet does.
+runner_key='.spec.containers.[] | select(.image | startswith("coalmine.dev/demo-app") or startswith("coalmine:") or startswith("localhost/coalmine:")) | .name'
+container_key='.spec.containers.[] | select(.image | startswith("coalmine:") or startswith("localhost/coalmine:")) | .name'
+exclude_from_stage() {
+    python3 - "$1" "$2" <<'PY'
 import sys
 path, key = sys.argv[1], sys.argv[2]
 text = open(path).read()
@@ -124,6 +143,9 @@ if key not in text:
     text = text.replace("    matchExpressions:\n", "    matchExpressions:\n" + rule, 1)
 open(path, "w").write(text)
 PY
+}
+exclude_from_stage "$share/kwok-stages/pod-ready.yaml" "$runner_key"
+exclude_from_stage "$share/kwok-stages/pod-delete.yaml" "$container_key"
 cp -f "$here/devenv/kwok/"*.yaml "$share/kwok-stages/"
 
 # Argo CD's own resource customizations and their tests, to check the harness against them.

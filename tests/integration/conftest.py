@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client, config
 
 from coalmine.kube import Kube
-from devenv import cluster, paths
+from devenv import cluster, paths, traefik
 from devenv.operator import OperatorProcess, install_crds
 from devenv.waiting import wait_for
 
@@ -89,6 +89,23 @@ def operator(kube: Cluster) -> Iterator[OperatorProcess]:
     process = OperatorProcess({"COALMINE_METRICS_PORT": str(paths.OPERATOR_METRICS_PORT)})
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway_controller(kube: Cluster) -> Iterator[traefik.TraefikInfo]:
+    """Traefik for a test module: reused when it runs already, stopped only if started here."""
+    info = traefik.ensure_traefik()
+    yield info
+    if not info.reused:
+        traefik.stop_traefik()
+
+
+@pytest.fixture
+def quiet_session_operator(operator: OperatorProcess) -> Iterator[None]:
+    """Stop the session's admin operator while a test runs its own, then bring it back."""
+    operator.stop()
+    yield
+    operator.start()
 
 
 @pytest.fixture

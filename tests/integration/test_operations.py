@@ -11,7 +11,6 @@ import json
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +76,6 @@ def service_account_kubeconfig(kube: Cluster, tmp_path_factory: pytest.TempPathF
         )
     )
     return target
-
-
-@pytest.fixture
-def quiet_session_operator(operator: OperatorProcess) -> Iterator[None]:
-    """Stop the session's admin operator while a test runs its own, then bring it back."""
-    operator.stop()
-    yield
-    operator.start()
 
 
 def metrics_of(port: int) -> str:

@@ -17,12 +17,8 @@ one fail, Traefik's access log and the pods' Ready times say why.
 
 from __future__ import annotations
 
-import http.client
-import json
 import math
-import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,6 +28,7 @@ from devenv.loadgen import LoadGenerator, Sample, Summary
 from devenv.waiting import wait_for
 
 from .conftest import Cluster
+from .gateway import one_request, pod_ips, wait_listening, wait_servers, wait_weights
 from .rollouts import Rollouts, manifest, router_weight, user_routing_object
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -46,79 +43,8 @@ STEPS: list[dict[str, Any]] = [
     {"setWeight": 50},
     {"pause": {}},
 ]
-SERVICES = ("shop-stable", "shop-canary")
 #: How long after becoming Ready a demo pod may still refuse connections (its process starts).
 READY_RACE_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def gateway_controller(kube: Cluster) -> Iterator[traefik.TraefikInfo]:
-    """Traefik for this module: reused when it runs already, stopped only if started here."""
-    info = traefik.ensure_traefik()
-    yield info
-    if not info.reused:
-        traefik.stop_traefik()
-
-
-def _pod_ips(kube: Cluster, namespace: str, revision: str) -> list[str]:
-    pods = kube.core.list_namespaced_pod(
-        namespace, label_selector=f"coalmine.dev/revision={revision}"
-    ).items
-    return sorted(str(p.status.pod_ip) for p in pods if p.status and p.status.pod_ip)
-
-
-def _wait_weights(namespace: str, stable: int, canary: int) -> None:
-    """Until Traefik's running balancer holds these weights."""
-    wanted = {"shop-stable": stable, "shop-canary": canary}
-    wait_for(
-        lambda: traefik.live_weights(namespace, SERVICES),
-        until=lambda w: w == wanted,
-        timeout=20,
-        interval=0.05,
-        message=f"Traefik to balance {wanted}",
-    )
-
-
-def _wait_servers(kube: Cluster, namespace: str, service: str, revision: str) -> list[str]:
-    """Until Traefik balances ``service`` over exactly the (ready) pod IPs of ``revision``."""
-
-    def expected() -> list[str]:
-        return [f"http://{ip}:8080" for ip in _pod_ips(kube, namespace, revision)]
-
-    return wait_for(
-        lambda: (traefik.live_servers(namespace, service), expected()),
-        until=lambda pair: pair[0] == pair[1] and bool(pair[0]),
-        timeout=30,
-        message=f"Traefik to send {service} to the pod IPs of revision {revision}",
-    )[0]
-
-
-def _wait_listening(urls: list[str]) -> None:
-    """Until every backend accepts connections: Ready does not mean that here (see below)."""
-
-    def refused() -> list[str]:
-        closed = []
-        for url in urls:
-            ip, _, port = url.removeprefix("http://").rpartition(":")
-            with socket.socket() as probe:
-                probe.settimeout(1)
-                if probe.connect_ex((ip, int(port))) != 0:
-                    closed.append(url)
-        return closed
-
-    wait_for(refused, until=lambda closed: not closed, timeout=20, message="backends listening")
-
-
-def _one_request(host: str) -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", traefik.WEB_PORT, timeout=2)
-    try:
-        connection.request("GET", "/", headers={"Host": host})
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    version = json.loads(body).get("version", "") if response.status == 200 else ""
-    return response.status, str(version)
 
 
 def _report(label: str, summary: Summary, version: str | None = None, weight: int = 0) -> float:
@@ -241,12 +167,12 @@ def test_weights_split_real_traffic_through_traefik(
     )
     v1 = rollouts.wait_phase("shop", "Healthy")["stableRevision"]
     traefik.wait_gateway_programmed(namespace, "gw")
-    _wait_weights(namespace, 100, 0)
-    servers = _wait_servers(kube, namespace, "shop-stable", v1)
+    wait_weights(namespace, 100, 0)
+    servers = wait_servers(kube, namespace, "shop-stable", v1)
     assert all(s.startswith("http://10.244.") for s in servers), "backends are pod IPs"
-    _wait_listening(servers)
+    wait_listening(servers)
     wait_for(
-        lambda: _one_request(host),
+        lambda: one_request(host),
         until=lambda answer: answer == (200, "v1"),
         timeout=20,
         message="v1 answering through Traefik",
@@ -294,8 +220,8 @@ def _roll_out_under_load(
         timeline.mark(f"paused at {weight} (operator)")
         assert paused["confirmedWeight"] == weight
         v2 = paused["canaryRevision"]
-        _wait_weights(namespace, 100 - weight, weight)
-        _wait_listening(_wait_servers(kube, namespace, "shop-canary", v2))
+        wait_weights(namespace, 100 - weight, weight)
+        wait_listening(wait_servers(kube, namespace, "shop-canary", v2))
         mark = timeline.mark(f"weight {weight} live in Traefik")
         split = load.wait_for_requests(SPLIT_REQUESTS, mark)
         errors[f"v2@{weight}"] = _report(f"v2 at weight {weight}", split, "v2", weight)
@@ -308,7 +234,7 @@ def _roll_out_under_load(
     timeline.mark("v2 stable (operator)")
     # The promotion scaled the canary up to full size: wait out its pods' start (see above), so
     # that the window below holds nothing but the old stable's scale-down.
-    _wait_listening(_wait_servers(kube, namespace, "shop-stable", v2))
+    wait_listening(wait_servers(kube, namespace, "shop-stable", v2))
     promoted = timeline.mark("all v2 pods listening")
     assert rollouts.deployments("shop")[v1] == 4, "the window starts before the scale-down"
     wait_for(
@@ -319,7 +245,7 @@ def _roll_out_under_load(
     )
     timeline.mark("v1 scaled to 0")
     wait_for(
-        lambda: _pod_ips(kube, namespace, v1),
+        lambda: pod_ips(kube, namespace, v1),
         until=lambda ips: not ips,
         timeout=30,
         message="the old stable's pods gone",
@@ -344,8 +270,8 @@ def _roll_out_under_load(
     rollouts.set_template("shop", "v3", DEMO_ERROR_RATE="0.2")
     paused = rollouts.wait_phase("shop", "Paused", currentStepIndex=1)
     v3 = paused["canaryRevision"]
-    _wait_weights(namespace, 80, 20)
-    _wait_listening(_wait_servers(kube, namespace, "shop-canary", v3))
+    wait_weights(namespace, 80, 20)
+    wait_listening(wait_servers(kube, namespace, "shop-canary", v3))
     mark = timeline.mark("v3 at weight 20 live in Traefik")
     bad = load.wait_for_requests(500, mark)
     errors["v3@20"] = _report("v3 at weight 20 (20% errors)", bad, "v3", 20)
@@ -358,7 +284,7 @@ def _roll_out_under_load(
     operator_confirmed = timeline.mark("abort confirmed (operator)")
     assert aborted["abortReason"] == "AbortedByUser"
     assert router_weight(kube, namespace, "gatewayAPI", "shop") == 0
-    _wait_weights(namespace, 100, 0)
+    wait_weights(namespace, 100, 0)
     traefik_applied = timeline.mark("weight 0 live in Traefik")
     back = load.wait_for_requests(600, traefik_applied)
     _report("after the abort", back)

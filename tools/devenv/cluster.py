@@ -226,6 +226,7 @@ def _podrunner(_: pki.Pki) -> list[str]:
         f"--kubeconfig={paths.KUBECONFIG}",
         f"--state-file={paths.STATE_DIR / 'podrunner.json'}",
         f"--log-dir={LOG_DIR / 'pods'}",
+        f"--netns={paths.NETNS}",
     ]
 
 

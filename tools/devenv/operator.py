@@ -31,10 +31,13 @@ class OperatorProcess:
     """One operator process; ``stop`` is graceful, ``kill`` is a crash."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
-        # Several operators may share the namespace's ports: metrics only where asked for.
+        # Several operators may share the namespace's ports: metrics only where asked for, and
+        # on loopback, never on every address: a port on 0.0.0.0 is that port on every pod IP
+        # too, which the operator's pods (deploy/, on their pod IPs) and demo pods bind.
         self.env = {
             "COALMINE_METRICS_PORT": "0",
             "COALMINE_HEALTH_PORT": "0",
+            "COALMINE_METRICS_ADDRESS": "127.0.0.1",
             "COALMINE_PROMETHEUS_ADDRESS": paths.PROMETHEUS_URL,
             **(env or {}),
         }

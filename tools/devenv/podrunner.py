@@ -1,4 +1,4 @@
-"""A stand-in container runtime for exactly one image: the coalmine demo app.
+"""A stand-in container runtime for two images: the coalmine demo app and the operator.
 
 KWOK makes pods Running with real-looking pod IPs but runs nothing, so a canary
 would have no traffic to serve and no metrics for Prometheus to scrape. This
@@ -6,9 +6,13 @@ runner watches Pods and, for each Running pod of ``coalmine.dev/demo-app``,
 keeps one ``devenv.demoapp`` process listening on the pod IP (which the local
 network namespace routes locally), configured from the container's env.
 
+Pods of the operator image (``coalmine:<tag>``, what ``make image`` builds) run
+that image for real, in podman, as ``devenv.containers`` describes; they are
+Ready only while their readiness probe passes.
+
 Run it as ``python -m devenv.podrunner --kubeconfig PATH --state-file PATH
-[--log-dir DIR]``. The state file tells tests and people which process stands
-in for which pod.
+[--log-dir DIR]``. The state file tells tests and people which process (or
+container) stands in for which pod.
 
 The desired state (:func:`desired_processes`) is a pure function of the pod
 list so it can be tested without a cluster; :class:`Runner` only converges the
@@ -37,6 +41,9 @@ from typing import IO, Any, Literal, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3 import BaseHTTPResponse
+
+from devenv import containers, paths
+from devenv.containers import ContainerSpec
 
 IMAGE_REPOSITORY = "coalmine.dev/demo-app"
 DEFAULT_PORT = 8080
@@ -174,15 +181,38 @@ def spec_for_pod(pod: Mapping[str, Any]) -> ProcessSpec | None:
     return None
 
 
-def desired_processes(pods: list[dict[str, Any]]) -> dict[PodKey, ProcessSpec]:
-    """One demo app process per Running pod with a demo app container and an IP.
+Spec = ProcessSpec | ContainerSpec
+"""A demo app process, or a container of the operator image."""
+
+
+def terminating_containers(pods: list[dict[str, Any]]) -> list[PodKey]:
+    """Pods of the operator image being deleted: their pod object waits for their container."""
+    keys = []
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        containers_ = (pod.get("spec") or {}).get("containers") or ()
+        if metadata.get("deletionTimestamp") and any(
+            containers.runs_as_container(c) for c in containers_
+        ):
+            keys.append(
+                (
+                    str(metadata.get("namespace")),
+                    str(metadata.get("name")),
+                    str(metadata.get("uid")),
+                )
+            )
+    return keys
+
+
+def desired_processes(pods: list[dict[str, Any]]) -> dict[PodKey, Spec]:
+    """One demo app process or operator container per Running pod that has one and an IP.
 
     ``pods`` are plain dicts with the API's camelCase keys, as returned by
     ``ApiClient().sanitize_for_serialization`` or read as raw JSON.
     """
-    desired: dict[PodKey, ProcessSpec] = {}
+    desired: dict[PodKey, Spec] = {}
     for pod in pods:
-        spec = spec_for_pod(pod)
+        spec: Spec | None = spec_for_pod(pod) or containers.container_spec(pod)
         if spec is None:
             continue
         uid = str((pod.get("metadata") or {}).get("uid") or "")
@@ -195,11 +225,18 @@ def desired_processes(pods: list[dict[str, Any]]) -> dict[PodKey, ProcessSpec]:
 
 @dataclass
 class Child:
-    spec: ProcessSpec
+    spec: Spec
     process: subprocess.Popen[bytes]
     started: float
-    ready_reported: bool = False
-    """Whether the pod was marked Ready (once the process answered), as a kubelet would."""
+    ready_reported: bool = True
+    """Whether the pod's Ready condition holds what ``ready`` says (KWOK's stage made it not
+    Ready), as a kubelet keeps it."""
+    ready: bool = False
+    """Demo app: its process answered once. Container: its readiness probe passes."""
+    passed: int = 0
+    failed: int = 0
+    """Consecutive readiness probe results of a container, against the probe's thresholds."""
+    next_probe: float = 0.0
 
 
 @dataclass
@@ -211,14 +248,27 @@ class Backoff:
 class Runner:
     """Owns the demo app children and converges them onto a desired state."""
 
-    def __init__(self, state_file: Path, log_dir: Path | None) -> None:
+    def __init__(
+        self,
+        state_file: Path,
+        log_dir: Path | None,
+        core_v1: Any = None,
+        netns: str = paths.NETNS,
+    ) -> None:
         self.state_file = state_file
         self.log_dir = log_dir
+        self.core_v1 = core_v1
+        """The API, for the ServiceAccount tokens of containers (None: no containers run)."""
+        self.netns = netns
         self.children: dict[PodKey, Child] = {}
         self._backoff: dict[PodKey, Backoff] = {}
-        self._desired: dict[PodKey, ProcessSpec] = {}
+        self._desired: dict[PodKey, Spec] = {}
+        self._restarts: dict[PodKey, int] = {}
+        self.stopping: dict[PodKey, tuple[Child, float]] = {}
+        """Containers asked to stop, and when their grace period ends (they are not waited
+        for: a kubelet's loop never blocks on one pod)."""
 
-    def reconcile(self, desired: Mapping[PodKey, ProcessSpec]) -> None:
+    def reconcile(self, desired: Mapping[PodKey, Spec]) -> None:
         """Start missing, stop extra, restart changed or dead children; then record the state."""
         self._desired = dict(desired)
         now = time.monotonic()
@@ -228,11 +278,18 @@ class Runner:
                 self._note_exit(key, child, now)
                 del self.children[key]
             elif desired.get(key) != child.spec:
-                doomed.append(self.children.pop(key))
-        # Stopping first frees the address when a new pod inherits an old pod's IP.
+                del self.children[key]
+                if isinstance(child.spec, ContainerSpec):
+                    self._begin_stop(key, child, now)
+                else:
+                    doomed.append(child)
+        # Stopping first frees the address when a new pod inherits an old pod's IP. (A
+        # container's pod keeps its IP until the container has stopped: see release.)
         stop_children(doomed)
         for key in [k for k in self._backoff if k not in desired]:
             del self._backoff[key]
+        for key in [k for k in self._restarts if k not in desired]:
+            del self._restarts[key]
         for key, spec in desired.items():
             if key in self.children:
                 continue
@@ -242,30 +299,127 @@ class Runner:
             self._start(key, spec)
         self.write_state()
 
-    def report_ready(self, core_v1: Any) -> None:
-        """Mark Ready the pods whose process now listens (KWOK's stage left them not Ready).
+    def _begin_stop(self, key: PodKey, child: Child, now: float) -> None:
+        assert isinstance(child.spec, ContainerSpec)
+        if child.process.poll() is None:
+            # To the container's process itself: podman's client would only relay it.
+            containers.signal_container(child.spec.name, "TERM")
+        self.stopping[key] = (child, now + child.spec.grace_s)
+        log.info(
+            "stopping %s/%s (grace %.0f s)",
+            child.spec.namespace,
+            child.spec.pod,
+            child.spec.grace_s,
+        )
 
-        Until then their endpoints are not ready, so no gateway sends them a request that
-        would be refused: the readiness probe a kubelet would run, done here.
-        """
-        for child in self.children.values():
-            if child.ready_reported or child.process.poll() is not None:
+    def reap(self) -> bool:
+        """Forget the containers that stopped; kill those past their grace. True if any went."""
+        now = time.monotonic()
+        gone = False
+        for key, (child, deadline) in list(self.stopping.items()):
+            if child.process.poll() is None and now < deadline:
                 continue
-            if not _listening(child.spec.ip, child.spec.port):
+            if child.process.poll() is None:
+                assert isinstance(child.spec, ContainerSpec)
+                log.warning("%s/%s outlived its grace period: killed", key[0], key[1])
+                containers.remove_container(child.spec.name)
+                _signal_group(child.process, signal.SIGKILL)
+                child.process.wait()
+            log.info("stopped %s/%s (exit %s)", key[0], key[1], child.process.returncode)
+            del self.stopping[key]
+            gone = True
+        return gone
+
+    def release(self, core_v1: Any, terminating: Sequence[PodKey]) -> None:
+        """Delete the pod objects of terminating container pods whose container has stopped.
+
+        A kubelet removes a pod only once its containers are gone, so a pod keeps its IP, and
+        its bound ServiceAccount token keeps working, for the whole grace period (KWOK's
+        pod-delete stage leaves these pods to us: build-tools.sh).
+        """
+        for key in terminating:
+            if key in self.children or key in self.stopping:
+                continue
+            namespace, name, uid = key
+            try:
+                core_v1.delete_namespaced_pod(
+                    name,
+                    namespace,
+                    body=client.V1DeleteOptions(
+                        grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
+                    ),
+                )
+            except ApiException as exc:
+                if exc.status not in (404, 409):  # gone, or a new pod of that name
+                    log.warning("cannot delete pod %s/%s: %s", namespace, name, exc.reason)
+                continue
+            log.info("deleted pod %s/%s: its container stopped", namespace, name)
+
+    def report_ready(self, core_v1: Any) -> None:
+        """Keep each pod's Ready condition on what its readiness check says (KWOK's stage left
+        them not Ready).
+
+        A demo pod becomes Ready once its process listens, and stays so. A container follows
+        its readiness probe, both ways, with the probe's period and thresholds. Until Ready,
+        the pod's endpoints are not ready, so no gateway sends them a request that would be
+        refused: the readiness probe a kubelet would run, done here.
+        """
+        now = time.monotonic()
+        for key, child in self.children.items():
+            if child.process.poll() is not None:
+                continue
+            if isinstance(child.spec, ContainerSpec):
+                self._probe_container(child, now)
+            elif not child.ready and _listening(child.spec.ip, child.spec.port):
+                child.ready, child.ready_reported = True, False
+            if child.ready_reported:
                 continue
             try:
-                _mark_ready(core_v1, child.spec.namespace, child.spec.pod)
+                _set_ready(
+                    core_v1,
+                    child.spec.namespace,
+                    child.spec.pod,
+                    ready=child.ready,
+                    restarts=self._restarts.get(key, 0),
+                )
             except ApiException as exc:
                 if exc.status != 404:  # gone: nothing to mark; anything else: next tick
                     log.warning(
-                        "cannot mark %s/%s Ready: %s",
+                        "cannot mark %s/%s Ready=%s: %s",
                         child.spec.namespace,
                         child.spec.pod,
+                        child.ready,
                         exc.reason,
                     )
                     continue
             child.ready_reported = True
-            log.info("marked %s/%s Ready", child.spec.namespace, child.spec.pod)
+            log.info("marked %s/%s Ready=%s", child.spec.namespace, child.spec.pod, child.ready)
+
+    @staticmethod
+    def _probe_container(child: Child, now: float) -> None:
+        spec = child.spec
+        assert isinstance(spec, ContainerSpec)
+        probe = spec.readiness
+        if probe is None:
+            # No probe: Ready as soon as the container runs, as a kubelet does.
+            if not child.ready:
+                child.ready, child.ready_reported = True, False
+            return
+        if now < max(child.next_probe, child.started + probe.initial_delay_s):
+            return
+        child.next_probe = now + probe.period_s
+        if containers.probe(spec):
+            child.passed, child.failed = child.passed + 1, 0
+        else:
+            child.passed, child.failed = 0, child.failed + 1
+        ready = child.ready
+        if not child.ready and child.passed >= probe.success_threshold:
+            ready = True
+        elif child.ready and child.failed >= probe.failure_threshold:
+            ready = False
+        if ready != child.ready:
+            child.ready = ready
+            child.ready_reported = False
 
     def needs_attention(self) -> bool:
         """True when a child died or a backed-off restart is due, without an API event."""
@@ -281,21 +435,22 @@ class Runner:
         self.reconcile(self._desired)
 
     def stop_all(self) -> None:
-        children = list(self.children.values())
+        children = list(self.children.values()) + [c for c, _ in self.stopping.values()]
         self.children.clear()
+        self.stopping.clear()
         stop_children(children)
         self.write_state()
 
     def state(self) -> dict[str, Any]:
-        pods = {
-            f"{child.spec.namespace}/{child.spec.pod}": {
-                "pid": child.process.pid,
-                "ip": child.spec.ip,
-                "port": child.spec.port,
-                "version": child.spec.version,
-            }
-            for child in self.children.values()
-        }
+        pods: dict[str, dict[str, Any]] = {}
+        for child in self.children.values():
+            spec = child.spec
+            entry: dict[str, Any] = {"pid": child.process.pid, "ip": spec.ip, "port": spec.port}
+            if isinstance(spec, ContainerSpec):
+                entry.update(container=spec.name, image=spec.image, ready=child.ready)
+            else:
+                entry["version"] = spec.version
+            pods[f"{spec.namespace}/{spec.pod}"] = entry
         return {"pods": pods, "updated": time.time()}
 
     def write_state(self) -> None:
@@ -313,16 +468,31 @@ class Runner:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _start(self, key: PodKey, spec: ProcessSpec) -> None:
+    def _command(self, spec: Spec) -> tuple[list[str], dict[str, str]]:
+        if isinstance(spec, ProcessSpec):
+            return spec.command(), spec.environment(os.environ)
+        if self.core_v1 is None:
+            raise OSError("no API client to request the pod's ServiceAccount token with")
+        # A container left by a predecessor that died holds the name: take it over.
+        containers.remove_container(spec.name)
+        where = self.state_file.parent / "pods" / f"{spec.namespace}_{spec.pod}_{spec.uid}"
+        try:
+            secrets = containers.write_service_account(self.core_v1, spec, where / "serviceaccount")
+        except ApiException as exc:
+            raise OSError(f"no ServiceAccount token: {exc.reason}") from exc
+        return spec.podman_run(secrets, self.netns), containers.podman_env(os.environ)
+
+    def _start(self, key: PodKey, spec: Spec) -> None:
         output: IO[bytes] | int = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             # Append, so a restarted child's log follows the reason its predecessor died.
             output = (self.log_dir / f"{spec.namespace}_{spec.pod}.log").open("ab")
         try:
+            command, environment = self._command(spec)
             process = subprocess.Popen(
-                spec.command(),
-                env=spec.environment(os.environ),
+                command,
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
@@ -330,27 +500,31 @@ class Runner:
                 # from it and lets the runner signal its whole process group.
                 start_new_session=True,
             )
-        except OSError as exc:
-            log.error("cannot start demo app for %s/%s: %s", spec.namespace, spec.pod, exc)
+        except (OSError, containers.PodmanMissingError) as exc:
+            log.error("cannot start %s/%s: %s", spec.namespace, spec.pod, exc)
             self._backoff[key] = self._next_backoff(key, time.monotonic())
             return
         finally:
             if not isinstance(output, int):
                 output.close()
-        self.children[key] = Child(spec, process, time.monotonic())
+        # A container's pod is marked not Ready at once: it may be a restart, or a runner's
+        # restart, after which the pod still says Ready.
+        self.children[key] = Child(
+            spec, process, time.monotonic(), ready_reported=isinstance(spec, ProcessSpec)
+        )
         log.info(
-            "started %s/%s version %s on %s:%d (pid %d)",
+            "started %s/%s (%s) on %s (pid %d)",
             spec.namespace,
             spec.pod,
-            spec.version,
+            spec.image if isinstance(spec, ContainerSpec) else f"demo app {spec.version}",
             spec.ip,
-            spec.port,
             process.pid,
         )
 
     def _note_exit(self, key: PodKey, child: Child, now: float) -> None:
         ran = now - child.started
         spec = child.spec
+        self._restarts[key] = self._restarts.get(key, 0) + 1
         if ran >= MIN_HEALTHY_RUN_S:
             self._backoff.pop(key, None)
             delay = 0.0
@@ -358,7 +532,7 @@ class Runner:
             self._backoff[key] = self._next_backoff(key, now)
             delay = self._backoff[key].not_before - now
         log.warning(
-            "demo app for %s/%s exited with %s after %.1f s; restarting in %.0f s",
+            "%s/%s exited with %s after %.1f s; restarting in %.0f s",
             spec.namespace,
             spec.pod,
             child.process.returncode,
@@ -380,18 +554,26 @@ def _listening(ip: str, port: int) -> bool:
         return False
 
 
-def _mark_ready(core_v1: Any, namespace: str, name: str) -> None:
+def _set_ready(core_v1: Any, namespace: str, name: str, *, ready: bool, restarts: int) -> None:
     pod = core_v1.read_namespaced_pod_status(name, namespace)
     status = client.ApiClient().sanitize_for_serialization(pod).get("status", {})
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    value = "True" if ready else "False"
     conditions = [
-        {**c, "status": "True", "lastTransitionTime": now, "reason": None}
-        if c.get("type") in ("Ready", "ContainersReady")
+        {
+            **c,
+            "status": value,
+            "lastTransitionTime": now,
+            "reason": None if ready else "ReadinessProbeFailed",
+        }
+        if c.get("type") in ("Ready", "ContainersReady") and c.get("status") != value
         else c
         for c in status.get("conditions", [])
     ]
-    containers = [{**c, "ready": True} for c in status.get("containerStatuses", [])]
-    body = {"status": {"conditions": conditions, "containerStatuses": containers}}
+    statuses = [
+        {**c, "ready": ready, "restartCount": restarts} for c in status.get("containerStatuses", [])
+    ]
+    body = {"status": {"conditions": conditions, "containerStatuses": statuses}}
     core_v1.patch_namespaced_pod_status(name, namespace, body)
 
 
@@ -404,16 +586,25 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
 def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM all, then SIGKILL whoever is still there after ``timeout``.
 
-    Signalling all before waiting on any bounds the total time by one timeout.
+    A container gets its pod's grace period instead, and is removed at its end. Signalling
+    all before waiting on any bounds the total time by the longest of them.
     """
+    started = time.monotonic()
     for child in children:
-        if child.process.poll() is None:
+        if child.process.poll() is not None:
+            continue
+        if isinstance(child.spec, ContainerSpec):
+            # To the container's process itself: podman's client would only relay it.
+            containers.signal_container(child.spec.name, "TERM")
+        else:
             _signal_group(child.process, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
     for child in children:
+        grace = child.spec.grace_s if isinstance(child.spec, ContainerSpec) else timeout
         try:
-            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            child.process.wait(timeout=max(0.0, started + grace - time.monotonic()))
         except subprocess.TimeoutExpired:
+            if isinstance(child.spec, ContainerSpec):
+                containers.remove_container(child.spec.name)
             _signal_group(child.process, signal.SIGKILL)
             child.process.wait()
         log.info(
@@ -572,6 +763,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-dir", type=Path, help="where each child's output goes, as <ns>_<pod>.log"
     )
+    parser.add_argument(
+        "--netns",
+        default=paths.NETNS,
+        help="the network namespace (in /run/netns) that containers join: the runner's own",
+    )
     return parser.parse_args(argv)
 
 
@@ -593,10 +789,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
-    runner = Runner(args.state_file, args.log_dir)
-    runner.write_state()
-    events: queue.Queue[Event] = queue.Queue()
     core_v1 = client.CoreV1Api()
+    runner = Runner(args.state_file, args.log_dir, core_v1, args.netns)
+    runner.write_state()
+    for name in containers.remove_leftovers(args.netns):
+        log.info("removed container %s, left by a previous runner", name)
+    events: queue.Queue[Event] = queue.Queue()
     watcher = PodWatcher(core_v1, events)
     watcher.start()
     cache = PodCache()
@@ -609,6 +807,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except queue.Empty:
                 if runner.needs_attention():
                     runner.retry()
+                if runner.reap():
+                    runner.release(core_v1, terminating_containers(cache.pods()))
                 runner.report_ready(core_v1)
                 continue
             # Fold a burst of events (a rollout, a re-list) into one reconcile.
@@ -618,10 +818,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except queue.Empty:
                     break
             runner.reconcile(desired_processes(cache.pods()))
+            runner.release(core_v1, terminating_containers(cache.pods()))
             runner.report_ready(core_v1)
     finally:
         watcher.stopping.set()
-        log.info("stopping %d demo app(s)", len(runner.children))
+        log.info("stopping %d demo app(s) and container(s)", len(runner.children))
         runner.stop_all()
     return 0
 
