@@ -198,12 +198,6 @@ def test_argocd_sees_no_drift_before_during_and_after_a_rollout(
     assert argocd.diff(app.route, live_route, RULES).modified
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect in machine.py: at a pause or analysis step the canary is held at its weight "
-    "by scaling only; the route is re-read (the informer requeues the rollout) but never set "
-    "again, so weights a sync resets stay reset while the status says the step's weight",
-)
 def test_coalmine_puts_its_weight_back_after_a_sync_reverts_it(
     argocd: ArgoCD, rollouts: Rollouts, app_for: Callable[[str], App]
 ) -> None:
