@@ -238,6 +238,17 @@ def trim(obj: Obj) -> Obj:
     return obj
 
 
+def trim_to_metadata(obj: Obj) -> Obj:
+    """Only who an object is: for kinds read only to learn their labels (pods behind endpoints)."""
+    meta = obj.get("metadata") or {}
+    kept = {
+        key: meta[key]
+        for key in ("name", "namespace", "uid", "resourceVersion", "labels")
+        if key in meta
+    }
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": kept}
+
+
 def _version(obj: Obj) -> int | None:
     # resourceVersions are opaque by contract but etcd revisions in practice; a value that is
     # not a number is never compared (the newer write simply wins).
@@ -666,6 +677,8 @@ class Informer:
         """An optional kind (a mesh's CRD) may be absent from the cluster without harm."""
         self.watch_seconds = watch_seconds
         self.handlers: list[Handler] = []
+        self.recovered: list[Callable[[], None]] = []
+        """Called when a broken watch works again: what waited on this cache may go on now."""
         self._store: dict[tuple[str, str], Obj] = {}
         self._lock = threading.Lock()
         self.synced = threading.Event()
@@ -860,7 +873,7 @@ class Informer:
                 if event == "BOOKMARK":
                     self.version = str(version) if version else self.version
                     continue
-                self.apply(obj, "DELETED" if event == "DELETED" else "MODIFIED")
+                self.apply(obj, event)
                 if version:
                     self.version = str(version)
                 if self._stop.is_set():
@@ -874,6 +887,7 @@ class Informer:
         self._healthy()
 
     def _healthy(self) -> None:
+        recovered = not self.healthy and self.synced.is_set()
         if not self.healthy:
             if self.problem and self.problem != "not listed yet":
                 log.info("informer %s: healthy again", self.resource.plural)
@@ -881,6 +895,9 @@ class Informer:
         self.absent = False
         self.problem = None
         self._gauge.set(1)
+        if recovered:
+            for callback in self.recovered:
+                callback()
 
     def _broken(self, why: str) -> None:
         if self.healthy or self.problem != why:
