@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 NETNS := $(or $(COALMINE_NETNS),coalmine)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: demo demo-down help venv tools crds argocd cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-analysis bench-traffic traefik traefik-down image image-base test-image dist kind-up kind-deploy lock clean
+.PHONY: demo demo-down help venv tools crds argocd cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-scale bench-analysis bench-traffic traefik traefik-down image image-base test-image dist kind-up kind-deploy lock clean
 
 demo: venv tools ## the whole thing on this machine: cluster, Traefik, operator, v2 promoted, v3 aborted, live
 	$(PY) -m devenv.demo
@@ -89,6 +89,9 @@ bench-cluster: venv tools ## cluster figures: tool build time, warm start time, 
 
 bench-rollouts: venv tools ## 50 rollouts in flight: promote-to-confirmed weight latency (p50, p99), API writes per step
 	$(PY) -m bench.rollouts
+
+bench-scale: venv tools ## one replica against 100, 500, 1000 and 2000 rollouts: JSON and PNG curves (SIZES=100,500 to choose)
+	$(PY) -m bench.scale $(if $(SIZES),--sizes $(SIZES),)
 
 IMAGE ?= coalmine:dev
 KIND_CLUSTER ?= coalmine

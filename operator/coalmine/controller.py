@@ -26,7 +26,14 @@ from coalmine import logs, metrics
 from coalmine import resources as r
 from coalmine.analysis.runner import Runner
 from coalmine.dependencies import DependencyIndex, references
-from coalmine.kube import CacheNotReadyError, ForbiddenError, Informer, Kube, KubeError
+from coalmine.kube import (
+    CacheNotReadyError,
+    ForbiddenError,
+    Informer,
+    Kube,
+    KubeError,
+    trim_to_metadata,
+)
 from coalmine.labels import FINALIZER, MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, SHARD_LABEL
 from coalmine.peering import outranked, peering_resource
 from coalmine.reconcile import RolloutBlocked, reconcile
@@ -82,6 +89,11 @@ class Controller:
             informer = self._informer(resource, label_selector=_owned_selector())
             informer.handlers.append(self._owned_changed)
             self.core.append(informer)
+        # Pods only for their revision label: endpoints are counted by it (their names may not
+        # hold it). Kept to their metadata; only a pod coming or going wakes its rollout.
+        pods = self._informer(r.PODS, label_selector=ROLLOUT_LABEL, transform=trim_to_metadata)
+        pods.handlers.append(self._pod_changed)
+        self.core.append(pods)
         self.others: list[Informer] = []
         for resource in (r.HTTP_ROUTES, r.INGRESSES, r.VIRTUAL_SERVICES, r.TRAFFIC_SPLITS):
             self._referenced(resource, required=False, owned_too=True)
@@ -103,6 +115,9 @@ class Controller:
         self._stopping = threading.Event()
         metrics.ACTIVE.set(1 if self._active else 0)
         metrics.WORKQUEUE_DEPTH.set_function(lambda: len(self.queue))
+        for informer in self.informers:
+            # After an outage every rollout is looked at again at once, not after its backoff.
+            informer.recovered.append(self.requeue_all)
 
     def _informer(self, resource: Resource, **options: object) -> Informer:
         informer = Informer(
@@ -143,6 +158,10 @@ class Controller:
             return
         self.index.record(key, references(obj))
         self.queue.add(key)
+
+    def _pod_changed(self, event: str, obj: Obj, before: Obj | None) -> None:
+        if before is None or event == "DELETED":
+            self._owned_changed(event, obj, before)
 
     def _owned_changed(self, event: str, obj: Obj, before: Obj | None) -> None:
         meta = obj.get("metadata") or {}

@@ -24,7 +24,7 @@ from typing import Any, NotRequired, TypedDict
 import yaml
 from pydantic import BaseModel
 
-from coalmine.analysis.spec import AnalysisTemplateSpec
+from coalmine.analysis.spec import AnalysisRef, AnalysisTemplateSpec, BackgroundAnalysis
 from coalmine.api.limits import (
     CONTAINER_NAME_MAX_LENGTH,
     GO_DURATION_PATTERN,
@@ -99,6 +99,8 @@ _KEYWORDS = frozenset(
         "pattern",
         "minItems",
         "maxItems",
+        "minProperties",
+        "maxProperties",
         "properties",
         "required",
         "items",
@@ -126,6 +128,8 @@ _KEY_ORDER = (
     "pattern",
     "minItems",
     "maxItems",
+    "minProperties",
+    "maxProperties",
     "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-list-type",
@@ -296,11 +300,24 @@ def _containers(description: str) -> Schema:
 
 # CEL cannot see fields kept by x-kubernetes-preserve-unknown-fields, so the fields the rules
 # read are declared; everything else in the template passes through as written.
+def _string_map(description: str, most: int) -> Schema:
+    return {
+        "type": "object",
+        "description": description,
+        "maxProperties": most,
+        "additionalProperties": {"type": "string"},
+    }
+
+
 _POD_TEMPLATE_FIELDS: Schema = {
     "metadata": {
         "type": "object",
         "description": "Labels and annotations of the pods (an ObjectMeta).",
         "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "labels": _string_map("Labels of the pods: a map of strings.", 64),
+            "annotations": _string_map("Annotations of the pods: a map of strings.", 128),
+        },
     },
     "spec": {
         "type": "object",
@@ -468,7 +485,15 @@ RULES: tuple[tuple[str, Rule], ...] = (
 def _spec_schema() -> Schema:
     spec = _model_schema(CanaryRolloutSpec, keep_defaults=True)
     # A copy: the rules below are added in place, and each call must start from scratch.
-    _put(_at(spec, "template"), "properties", copy.deepcopy(_POD_TEMPLATE_FIELDS))
+    template = _at(spec, "template")
+    _put(template, "properties", copy.deepcopy(_POD_TEMPLATE_FIELDS))
+    # A PodTemplateSpec is its metadata and its spec: only those two keep unknown fields, so
+    # what is free-form stays where Kubernetes needs it (issue 9, item 7).
+    template.pop("x-kubernetes-preserve-unknown-fields", None)
+    # The analyses are checked by the operator's own models, which name the field; the CRD
+    # bounds them so nothing large or deep hides in a free-form block.
+    for path, model in (("steps[].analysis", AnalysisRef), ("analysis", BackgroundAnalysis)):
+        _put(_at(spec, path), "maxProperties", len(model.model_fields))
     for path, rule in RULES:
         node = _at(spec, path)
         _put(

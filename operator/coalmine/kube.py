@@ -238,6 +238,17 @@ def trim(obj: Obj) -> Obj:
     return obj
 
 
+def trim_to_metadata(obj: Obj) -> Obj:
+    """Only who an object is: for kinds read only to learn their labels (pods behind endpoints)."""
+    meta = obj.get("metadata") or {}
+    kept = {
+        key: meta[key]
+        for key in ("name", "namespace", "uid", "resourceVersion", "labels")
+        if key in meta
+    }
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": kept}
+
+
 def _version(obj: Obj) -> int | None:
     # resourceVersions are opaque by contract but etcd revisions in practice; a value that is
     # not a number is never compared (the newer write simply wins).
@@ -666,10 +677,15 @@ class Informer:
         """An optional kind (a mesh's CRD) may be absent from the cluster without harm."""
         self.watch_seconds = watch_seconds
         self.handlers: list[Handler] = []
+        self.recovered: list[Callable[[], None]] = []
+        """Called when a broken watch works again: what waited on this cache may go on now."""
+        self.failed: list[Callable[[str], None]] = []
+        """Called with the reason each time the list or the watch fails (and is retried)."""
         self._store: dict[tuple[str, str], Obj] = {}
         self._lock = threading.Lock()
         self.synced = threading.Event()
         self.healthy = False
+        self._was_healthy = False
         self.absent = False
         self.problem: str | None = "not listed yet"
         self.version: str | None = None
@@ -758,22 +774,22 @@ class Informer:
             except Exception:
                 log.exception("informer %s: a handler failed", self.resource.plural)
 
-    def _replace(self, objects: list[Obj]) -> None:
-        """A fresh list: the store becomes it; handlers hear of every difference."""
+    def _replace(self, objects: list[Obj]) -> list[tuple[str, Obj, Obj | None]]:
+        """A fresh list: the store becomes it; returns the differences, for the handlers."""
         fresh = {self._key(obj): obj for obj in objects}
         with self._lock:
             old = self._store
             self._store = fresh
             self._objects.set(len(fresh))
+        changes: list[tuple[str, Obj, Obj | None]] = []
         for key, obj in fresh.items():
             before = old.get(key)
             if before is None:
-                self._notify("ADDED", obj, None)
+                changes.append(("ADDED", obj, None))
             elif _version(before) != _version(obj) or _version(obj) is None:
-                self._notify("MODIFIED", obj, before)
-        for key, before in old.items():
-            if key not in fresh:
-                self._notify("DELETED", before, before)
+                changes.append(("MODIFIED", obj, before))
+        changes += [("DELETED", before, before) for key, before in old.items() if key not in fresh]
+        return changes
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -840,9 +856,12 @@ class Informer:
                 break
             query["continue"] = str(metadata["continue"])
         self.version = str((page.get("metadata") or {}).get("resourceVersion") or "") or None
-        self._replace(objects)
-        self._healthy()
+        changes = self._replace(objects)
+        # Synced and healthy before the handlers hear of it: they may read the cache at once.
         self.synced.set()
+        self._healthy()
+        for event, obj, before in changes:
+            self._notify(event, obj, before)
 
     def _watch(self) -> None:
         timeout = int(self.watch_seconds * (0.8 + random.random() * 0.4))  # noqa: S311
@@ -860,7 +879,7 @@ class Informer:
                 if event == "BOOKMARK":
                     self.version = str(version) if version else self.version
                     continue
-                self.apply(obj, "DELETED" if event == "DELETED" else "MODIFIED")
+                self.apply(obj, event)
                 if version:
                     self.version = str(version)
                 if self._stop.is_set():
@@ -874,6 +893,8 @@ class Informer:
         self._healthy()
 
     def _healthy(self) -> None:
+        recovered = not self.healthy and self._was_healthy
+        self._was_healthy = True
         if not self.healthy:
             if self.problem and self.problem != "not listed yet":
                 log.info("informer %s: healthy again", self.resource.plural)
@@ -881,6 +902,9 @@ class Informer:
         self.absent = False
         self.problem = None
         self._gauge.set(1)
+        if recovered:
+            for callback in self.recovered:
+                callback()
 
     def _broken(self, why: str) -> None:
         if self.healthy or self.problem != why:
@@ -889,11 +913,14 @@ class Informer:
         self.problem = why
         self._gauge.set(0)
         metrics.INFORMER_RESTARTS.labels(self.resource.plural, "error").inc()
+        for callback in self.failed:
+            callback(why)
 
     def _mark_absent(self) -> None:
         if not self.absent:
             log.info("informer %s: the kind is not installed; looking again later", self.resource)
-        self._replace([])
+        for event, obj, before in self._replace([]):
+            self._notify(event, obj, before)
         self.absent = True
         self.healthy = True
         self.problem = None

@@ -45,7 +45,7 @@ from coalmine.api.template import images_of
 from coalmine.api.vocabulary import ImagePolicy
 from coalmine.kube import UNREADABLE, ConflictError, InvalidError, Kube, KubeError
 from coalmine.resources import Obj
-from coalmine.routers.base import RouterError, Target, TrafficRouter
+from coalmine.routers.base import RouterError, Target, TrafficRouter, ready_revisions
 from coalmine.routers.registry import ROUTERS
 
 log = logging.getLogger("coalmine.reconcile")
@@ -124,13 +124,16 @@ class _Pass:
             name: self.kube.get(r.SERVICES, wl.namespace, name)
             for name in (wl.service, wl.stable_service, wl.canary_service)
         }
+        for live in self.services.values():
+            # Before anything is done: a Service another rollout manages is never shared.
+            w.check_owner(live, wl, w.SERVICE_FIELD)
         observed = m.Observed(
             revisions=w.observe_revisions(self.kube, wl),
             weight=weight,
             stable_service=w.selected_revision(self.services[wl.stable_service]),
             canary_service=w.selected_revision(self.services[wl.canary_service]),
-            stable_endpoints=w.ready_endpoints(self.kube, wl, wl.stable_service),
-            canary_endpoints=w.ready_endpoints(self.kube, wl, wl.canary_service),
+            stable_endpoints=ready_revisions(self.kube, wl.namespace, wl.stable_service),
+            canary_endpoints=ready_revisions(self.kube, wl.namespace, wl.canary_service),
             router_error=router_error,
             controls=s.controls_on(self.rollout.metadata.annotations),
         )

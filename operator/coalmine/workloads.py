@@ -35,18 +35,25 @@ from coalmine.labels import (
 from coalmine.machine import RevisionObserved
 from coalmine.resources import Obj
 
+SERVICE_FIELD = "spec.service.name"
 NO_REVISION = "none"
 """Selector value of the canary Service while there is no canary: it selects no pod."""
 
 
 class OwnershipError(RuntimeError):
-    """An object we would manage exists but belongs to someone else."""
+    """An object this rollout would manage exists but belongs to someone else.
 
-    def __init__(self, kind: str, name: str, field: str) -> None:
-        super().__init__(
-            f"{kind} {name} exists and is not managed by coalmine (no "
-            f"{MANAGED_BY_LABEL}={MANAGED_BY} label); rename it or choose another {field}"
+    Never taken over: not an object of the user's, nor one another rollout manages (two
+    rollouts sharing a Service would each think they route its traffic).
+    """
+
+    def __init__(self, kind: str, name: str, field: str, owner: str | None = None) -> None:
+        whose = (
+            f"is managed by CanaryRollout {owner}"
+            if owner
+            else f"is not managed by coalmine (no {MANAGED_BY_LABEL}={MANAGED_BY} label)"
         )
+        super().__init__(f"{field}: {kind} {name} exists and {whose}; choose another {field}")
         self.kind = kind
         self.name = name
         self.field = field
@@ -212,11 +219,8 @@ def create_revision(
     try:
         kube.create(r.DEPLOYMENTS, rollout.namespace, body)
     except k.ConflictError:
-        existing = kube.get(r.DEPLOYMENTS, rollout.namespace, rollout.deployment_name(revision))
-        if existing is None or not _ours(existing):
-            raise OwnershipError(
-                "Deployment", rollout.deployment_name(revision), "metadata.name"
-            ) from None
+        name = rollout.deployment_name(revision)
+        check_owner(kube.fetch(r.DEPLOYMENTS, rollout.namespace, name), rollout, "metadata.name")
         scale_revision(kube, rollout, revision, replicas)
 
 
@@ -251,8 +255,17 @@ def delete_revision(kube: Kube, rollout: Rollout, revision: str) -> None:
     kube.delete(r.DEPLOYMENTS, rollout.namespace, rollout.deployment_name(revision))
 
 
-def _ours(obj: Obj) -> bool:
-    return bool(obj.get("metadata", {}).get("labels", {}).get(MANAGED_BY_LABEL) == MANAGED_BY)
+def check_owner(obj: Obj | None, rollout: Rollout, field: str) -> None:
+    """Raise OwnershipError unless ``obj`` (a Service or Deployment) is this rollout's."""
+    if obj is None:
+        return
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(ROLLOUT_LABEL) == rollout.name:
+        return
+    owner = labels.get(ROLLOUT_LABEL) if labels.get(MANAGED_BY_LABEL) == MANAGED_BY else None
+    kind = str(obj.get("kind") or "object")
+    name = str((obj.get("metadata") or {}).get("name"))
+    raise OwnershipError(kind, name, field, f"{rollout.namespace}/{owner}" if owner else None)
 
 
 # --- Services ----------------------------------------------------------------------------------
@@ -316,11 +329,15 @@ def ensure_services(
         name = desired["metadata"]["name"]
         live = cache[name] if name in cache else kube.get(r.SERVICES, rollout.namespace, name)
         if live is None:
-            cache[name] = kube.create(r.SERVICES, rollout.namespace, desired)
+            try:
+                cache[name] = kube.create(r.SERVICES, rollout.namespace, desired)
+            except k.ConflictError:
+                # Not in the cache of ours, yet there: someone else's. Said, never taken over.
+                check_owner(kube.fetch(r.SERVICES, rollout.namespace, name), rollout, SERVICE_FIELD)
+                raise
             writes += 1
             continue
-        if not _ours(live):
-            raise OwnershipError("Service", name, "spec.service.name")
+        check_owner(live, rollout, SERVICE_FIELD)
         wanted_ports = [(p["port"], str(p["targetPort"])) for p in desired["spec"]["ports"]]
         live_ports = [
             (p.get("port"), str(p.get("targetPort"))) for p in live["spec"].get("ports", [])
@@ -353,26 +370,3 @@ def selected_revision(live: Obj | None) -> str | None:
         return None
     revision = (live["spec"].get("selector") or {}).get(REVISION_LABEL)
     return None if revision in (None, NO_REVISION) else str(revision)
-
-
-def ready_endpoints(kube: Kube, rollout: Rollout, service: str) -> dict[str, int]:
-    """Ready endpoints of a Service, counted by revision (read from the pods' names)."""
-    slices = kube.list(
-        r.ENDPOINT_SLICES,
-        rollout.namespace,
-        label_selector=f"kubernetes.io/service-name={service}",
-    )
-    seen: dict[str, str] = {}
-    prefix = f"{rollout.name}-"
-    for endpoint_slice in slices:
-        for endpoint in endpoint_slice.get("endpoints") or []:
-            if (endpoint.get("conditions") or {}).get("ready") is False:
-                continue
-            pod = str((endpoint.get("targetRef") or {}).get("name", ""))
-            if pod.startswith(prefix):
-                # Pod names are <rollout>-<revision>-<replicaset hash>-<suffix>.
-                seen[pod] = pod[len(prefix) :].split("-", 1)[0]
-    counts: dict[str, int] = {}
-    for revision in seen.values():
-        counts[revision] = counts.get(revision, 0) + 1
-    return counts

@@ -27,9 +27,8 @@ import pytest
 
 from coalmine import kube as k
 from coalmine.kube import Kube, Obj, Resource
-from coalmine.routers.base import RouterError, Target
+from coalmine.routers.base import RouterError, Target, ready_revisions
 from coalmine.routers.registry import ROUTERS
-from coalmine.routers.replica_ratio import ready_endpoints_by_pod_prefix
 from devenv import cluster
 from devenv.waiting import wait_for
 
@@ -422,8 +421,8 @@ def _weighted_contract(name: str, w: World) -> None:
 
 def _wait_for_share(w: World, *, pods: int, expected: int) -> None:
     def seen() -> tuple[int, int | None]:
-        ready = ready_endpoints_by_pod_prefix(w.api, w.namespace, ROOT)
-        return len(ready), ROUTERS["replicaRatio"].router.read_weight(w.api, w.target)
+        ready = ready_revisions(w.api, w.namespace, ROOT)
+        return sum(ready.values()), ROUTERS["replicaRatio"].router.read_weight(w.api, w.target)
 
     wait_for(
         seen,

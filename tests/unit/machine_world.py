@@ -115,13 +115,30 @@ class World:
         self.now += timedelta(seconds=seconds)
 
     def settle(self, rounds: int = 60, seconds: float = 1.0) -> None:
-        """Decide, let pods become ready and time pass, until nothing more happens."""
+        """Decide, let pods become ready and time pass, until nothing more happens.
+
+        Fails if the machine still acts after ``rounds``: a test never goes on from a world
+        that has not settled, believing it has.
+        """
+        if not self.run(rounds, seconds):
+            raise AssertionError(f"not settled after {rounds} rounds: {self.memory}")
+
+    def snapshot(self) -> object:
+        """Everything a decision can change: equal before and after one means it changed nothing."""
+        deployments = {r: replace(d) for r, d in sorted(self.deployments.items())}
+        return (self.memory, deployments, self.weight, self.stable_service, self.canary_service)
+
+    def run(self, rounds: int, seconds: float = 1.0) -> bool:
+        """Up to ``rounds`` decisions with time passing; True once nothing more happens: a
+        decision left everything as it was, and books no later look."""
         for _ in range(rounds):
+            before = self.snapshot()
             decision = self.step()
             self.pods_become_ready()
-            if not decision.mutating and decision.requeue_after is None:
-                return
+            if self.snapshot() == before and decision.requeue_after is None:
+                return True
             self.advance(min(seconds, decision.requeue_after or seconds))
+        return False
 
     def set_template(self, revision: str) -> None:
         self.plan = replace(self.plan, revision=revision)

@@ -110,8 +110,11 @@ class Operator:
             self.obj["status"] = status.to_dict()
             self.bump()
 
-    def reconcile(self, rounds: int = 120) -> None:
-        """Reconcile until the machine waits for nothing but time or a person, or ``rounds``."""
+    def reconcile(self, rounds: int = 120, *, settle: bool = True) -> None:
+        """Reconcile until the machine waits for nothing but time or a person.
+
+        Fails after ``rounds`` if it still acts, unless ``settle`` is False (a test that looks
+        at the rollout half-way)."""
         for _ in range(rounds):
             try:
                 rollout = CanaryRollout.from_object(self.obj)
@@ -129,12 +132,17 @@ class Operator:
             world.memory = s.memory_from(rollout.status)
             world.controls = s.controls_on(rollout.metadata.annotations)
             world.broken_revisions = {plan.revision} if self.broken(plan.revision) else set()
+            before = world.snapshot()
             decision = world.step()
-            self.write_status(s.status_from(rollout, decision, world.now))
+            observed = world.history[-1][0]
+            ready = sum(observed.stable_endpoints.values())
+            self.write_status(s.status_from(rollout, decision, world.now, stable_ready=ready))
             world.pods_become_ready()
-            if not decision.mutating and decision.requeue_after is None:
+            if world.snapshot() == before and decision.requeue_after is None:
                 return
             world.advance(min(1.0, decision.requeue_after or 1.0))
+        if settle:
+            raise AssertionError(f"not settled after {rounds} rounds: {self.obj.get('status')}")
 
     def edit(self, change: Callable[[dict[str, Any]], None]) -> None:
         """A user's edit of the spec: the API server bumps the generation."""
@@ -195,7 +203,7 @@ def progressing() -> Operator:
     v2 = revision("v2")
     operator.broken = lambda revision: revision == v2
     operator.edit(new_template("v2"))
-    operator.reconcile(rounds=5)
+    operator.reconcile(rounds=5, settle=False)
     assert operator.phase == "Progressing"
     assert operator.obj["status"]["canaryRevision"] == v2
     return operator
@@ -211,7 +219,7 @@ def aborted() -> Operator:
 
 def past_deadline() -> Operator:
     operator = progressing()
-    operator.reconcile(rounds=200)
+    operator.reconcile(rounds=200, settle=False)
     assert operator.phase == "Degraded"
     return operator
 
@@ -220,7 +228,7 @@ def promoting() -> Operator:
     """A promote-full taken while the canary's pods are not ready: promoted, not yet done."""
     operator = progressing()
     operator.take(annotated(operator.obj, "promote-full", "argocd-1"))
-    operator.reconcile(rounds=3)
+    operator.reconcile(rounds=3, settle=False)
     assert operator.phase == "Progressing"
     assert operator.obj["status"]["stage"] != "Steps"
     return operator
@@ -236,7 +244,7 @@ def invalid() -> Operator:
 def never_available() -> Operator:
     """The first revision never gets its pods: no stable revision to fall back to."""
     operator = Operator(manifest("v1"), broken=lambda _: True)
-    operator.reconcile(rounds=200)
+    operator.reconcile(rounds=200, settle=False)
     assert operator.phase == "Failed"
     return operator
 
@@ -394,7 +402,7 @@ def test_promote_ends_the_pause_and_the_canary_walks_on(argocd: ArgoCD) -> None:
     operator = paused()
     assert operator.obj["status"]["currentStepIndex"] == 1
     operator.take(action(argocd, "promote", operator.obj))
-    operator.reconcile(rounds=1)
+    operator.reconcile(rounds=1, settle=False)
     assert "ControlIgnored" not in operator.events
     assert operator.obj["status"]["currentStepIndex"] == 2
     assert operator.phase == "Progressing"
@@ -447,7 +455,8 @@ def test_discovery_offers_the_actions_that_fit_the_phase(
 def test_discovery_offers_nothing_before_the_operator_reports(argocd: ArgoCD) -> None:
     assert enabled_actions(argocd, manifest("v1")) == set()
     first = Operator(manifest("v1"), broken=lambda _: True)
-    first.reconcile(rounds=3)  # the first revision coming up: Progressing, but no canary
+    # The first revision coming up: Progressing, but no canary.
+    first.reconcile(rounds=3, settle=False)
     assert first.phase == "Progressing"
     # Only a restart of its pods: the first revision is the stable one from the start.
     assert first.obj["status"]["stableRevision"] == revision("v1")
@@ -501,7 +510,7 @@ def test_every_action_offered_is_one_the_operator_acts_on(
     before = copy.deepcopy(operator.obj["status"])
     operator.heal()
     operator.take(action(argocd, name, operator.obj))
-    operator.reconcile(rounds=1)
+    operator.reconcile(rounds=1, settle=False)
     assert "ControlIgnored" not in operator.events, (state, name)
     handled = operator.obj["status"]["controls"]
     field = {"promote-full": "promoteFull"}.get(name, name)

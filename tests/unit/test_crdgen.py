@@ -219,10 +219,16 @@ def test_no_null_anywhere() -> None:
     assert "null" not in re.findall(r"type: (\w+)", crdgen.render())
 
 
-def test_free_form_fields_keep_unknown_fields() -> None:
+def test_free_form_fields_keep_unknown_fields_and_are_bounded() -> None:
+    """Issue 9, item 7: unknown fields are kept only where Kubernetes needs them (the pod's
+    metadata and spec), and the free-form analyses are bounded."""
     spec = _root()["properties"]["spec"]["properties"]
+    assert "x-kubernetes-preserve-unknown-fields" not in spec["template"]
+    assert spec["analysis"]["maxProperties"] == 4
+    assert spec["steps"]["items"]["properties"]["analysis"]["maxProperties"] == 3
+    labels = spec["template"]["properties"]["metadata"]["properties"]["labels"]
+    assert labels["additionalProperties"] == {"type": "string"}
     for node in (
-        spec["template"],
         spec["template"]["properties"]["metadata"],
         spec["template"]["properties"]["spec"],
         spec["template"]["properties"]["spec"]["properties"]["containers"]["items"],
@@ -423,6 +429,7 @@ def _schema_errors(schema: Schema, value: object, path: str = "") -> list[str]:
             isinstance(value, list)
             and not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value))
         )
+        or (isinstance(value, dict) and len(value) > schema.get("maxProperties", len(value)))
     )
     errors = [path] if failed else []
     if isinstance(value, dict):
@@ -434,6 +441,8 @@ def _schema_errors(schema: Schema, value: object, path: str = "") -> list[str]:
                 continue  # the API server validates ObjectMeta itself
             if name in properties:
                 errors += _schema_errors(properties[name], item, where)
+            elif isinstance(schema.get("additionalProperties"), dict):
+                errors += _schema_errors(schema["additionalProperties"], item, where)
             elif not schema.get("x-kubernetes-preserve-unknown-fields"):
                 errors.append(where)
     if isinstance(value, list) and isinstance(schema.get("items"), dict):

@@ -75,7 +75,7 @@ def test_old_stable_keeps_its_pods_during_the_scale_down_delay() -> None:
     world.set_template("rev2")
     world.settle()
     world.control("promote", "t1")
-    world.settle(seconds=0.5, rounds=10)
+    world.run(10, seconds=0.5)  # part of the way only
     assert world.memory.stable == "rev2"
     assert world.deployments["rev1"].replicas == 4
 
@@ -205,7 +205,7 @@ def test_progress_deadline_aborts_a_canary_that_never_becomes_ready(weighted: bo
     world = started(weighted, progress_deadline_seconds=10)
     world.broken_revisions.add("rev2")
     world.set_template("rev2")
-    world.settle(rounds=30)
+    world.run(30)  # its pods never get ready: it never settles by itself
     assert world.memory.aborted
     assert world.memory.abort_reason == "ProgressDeadlineExceeded"
     assert "ProgressDeadlineExceeded" in world.reasons()
@@ -284,7 +284,7 @@ def test_a_router_error_holds_the_canary_where_it_is() -> None:
     world.set_template("rev2")
     world.step()
     world.router_error = "HTTPRoute shop does not exist"
-    world.settle(rounds=20)
+    assert not world.run(20), "it keeps trying while the router is broken"
     assert world.memory.step == 0, "no weight can be confirmed, so no step completes"
     assert world.deployments["rev1"].replicas == 4
 
@@ -315,11 +315,11 @@ def verdict(value: AnalysisVerdict, message: str = "error-rate 0.31 > 0.05") -> 
 def test_an_analysis_step_holds_until_its_verdict(weighted: bool) -> None:
     world = started(weighted, steps=ANALYSIS_STEPS)
     world.set_template("rev2")
-    world.settle()
+    assert not world.run(20), "an analysis step waits for its verdict"
     assert world.memory.step == 1
     assert world.memory.phase == Phase.PROGRESSING
     world.step_analysis = verdict(AnalysisVerdict.RUNNING, "2/5 measured")
-    world.settle(rounds=10)
+    assert not world.run(10)
     assert world.memory.step == 1
     world.step_analysis = verdict(AnalysisVerdict.SUCCESSFUL, "5/5 successful")
     world.settle()
@@ -332,7 +332,7 @@ def test_an_analysis_step_holds_until_its_verdict(weighted: bool) -> None:
 def test_a_failed_analysis_aborts_and_names_the_metric(weighted: bool) -> None:
     world = started(weighted, steps=ANALYSIS_STEPS)
     world.set_template("rev2")
-    world.settle()
+    world.run(20)  # to the analysis step, which waits for its verdict
     world.step_analysis = verdict(AnalysisVerdict.FAILED)
     world.settle()
     assert world.memory.aborted
@@ -348,7 +348,7 @@ def test_inconclusive_or_erroring_analysis_pauses_and_never_promotes(
 ) -> None:
     world = started(steps=ANALYSIS_STEPS)
     world.set_template("rev2")
-    world.settle()
+    world.run(20)  # to the analysis step, which waits for its verdict
     world.step_analysis = verdict(outcome, "no data")
     for _ in range(30):
         world.step()
@@ -511,7 +511,7 @@ def test_random_histories_keep_the_safety_rules(
     world.broken_revisions.clear()
     for d in world.deployments.values():
         d.broken = False
-    world.settle(rounds=200, seconds=5)
+    world.run(200, seconds=5)  # an analysis step without a verdict waits, as checked below
     waiting_for_analysis = (
         world.memory.canary is not None
         and world.memory.step < len(steps)

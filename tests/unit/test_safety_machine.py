@@ -130,7 +130,7 @@ def test_item_2_zero_replicas_never_asks_for_a_negative_size() -> None:
 def test_item_3_a_stable_revision_that_never_gets_ready_does_not_abort_a_good_canary() -> None:
     world = World(plan("rev1", weighted=False))
     world.broken_revisions.add("rev1")
-    world.settle(rounds=5)
+    world.run(5)  # the stable never gets ready: nothing settles
     world.set_template("rev2")
     world.settle(rounds=80)
     assert not world.memory.aborted, world.memory.abort_message
@@ -193,3 +193,18 @@ def test_a_weight_reverted_by_a_gitops_sync_during_a_pause_is_routed_again() -> 
     world.weight = 0  # the sync
     decision = world.step()
     assert m.SetWeight(50) in decision.actions
+
+
+def test_min_ready_seconds_delays_traffic_until_pods_are_available() -> None:
+    """Issue 14: the machine gated on ready pods; a pod ready for less than minReadySeconds
+    (not yet available) took traffic all the same."""
+    world = started()
+    world.set_template("rev2")
+    world.step()  # creates the canary
+    world.deployments["rev2"].ready = 1  # ready, but not yet for minReadySeconds
+    observed = world.observe()
+    revisions = dict(observed.revisions)
+    revisions["rev2"] = replace(revisions["rev2"], available=0)
+    decision = m.decide(world.plan, world.memory, replace(observed, revisions=revisions), world.now)
+    assert not any(isinstance(a, m.SetWeight) and a.weight > 0 for a in decision.actions)
+    assert "waiting for 1 ready canary pods" in decision.memory.message

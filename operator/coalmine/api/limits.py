@@ -43,3 +43,6 @@ PORT_NAME_PATTERN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 GO_DURATION_PATTERN = "^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"
 IMAGE_DIGEST_PATTERN = "@sha256:[0-9a-f]{64}$"
 CONDITION_REASON_PATTERN = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+QUALIFIED_NAME_PATTERN = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+TEMPLATE_MAX_BYTES = 128 * 1024
+"""A revision's Deployment carries its template twice (spec and annotation): half the room."""

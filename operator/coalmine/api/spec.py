@@ -30,7 +30,14 @@ from coalmine.api.limits import (
     PORT_NAME_PATTERN,
     SERVICE_NAME_MAX_LENGTH,
 )
-from coalmine.api.template import check_containers, image_fields, revision_hash, short_hash
+from coalmine.api.template import (
+    check_containers,
+    check_metadata,
+    check_size,
+    image_fields,
+    revision_hash,
+    short_hash,
+)
 from coalmine.api.types import (
     FreeForm,
     Integer,
@@ -248,9 +255,8 @@ class CanaryRolloutSpec(SpecModel):
     @field_validator("template")
     @classmethod
     def _template_has_containers(cls, template: JsonObject) -> JsonObject:
-        metadata = template.get("metadata")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise field_problem(".metadata", "must be an object")
+        check_metadata(template.get("metadata"), ".metadata")
+        check_size(template, "")
         pod = template.get("spec")
         if pod is None:
             raise field_problem(".spec", "Required value: the pod template needs a spec")

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from coalmine.api.errors import field_problem
-from coalmine.api.limits import CONTAINER_NAME_MAX_LENGTH, IMAGE_MAX_LENGTH, MAX_CONTAINERS
+from coalmine.api.limits import (
+    CONTAINER_NAME_MAX_LENGTH,
+    DNS1123_SUBDOMAIN_PATTERN,
+    IMAGE_MAX_LENGTH,
+    LABEL_MAX_LENGTH,
+    MAX_CONTAINERS,
+    MAX_PORT,
+    NAME_MAX_LENGTH,
+    QUALIFIED_NAME_PATTERN,
+    TEMPLATE_MAX_BYTES,
+)
 
 
 def short_hash(value: object) -> str:
@@ -49,6 +60,70 @@ def check_containers(containers: object, subpath: str) -> None:
             raise field_problem(f"{where}.image", "Required value: every container needs an image")
         if len(image) > IMAGE_MAX_LENGTH:
             raise field_problem(f"{where}.image", f"must be at most {IMAGE_MAX_LENGTH} characters")
+        _check_ports(container.get("ports"), f"{where}.ports")
+
+
+def _check_ports(ports: object, subpath: str) -> None:
+    # The Deployment would be refused for these; said here, the error names the field.
+    if ports is None:
+        return
+    if not isinstance(ports, list):
+        raise field_problem(subpath, "must be a list of ports")
+    for index, port in enumerate(ports):
+        number = port.get("containerPort") if isinstance(port, Mapping) else None
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_PORT:
+            raise field_problem(
+                f"{subpath}[{index}].containerPort",
+                f"must be a port number (1-{MAX_PORT}), not {number!r}; a port's name goes in "
+                "its name field",
+            )
+
+
+def check_metadata(metadata: object, subpath: str) -> None:
+    """The template's labels and annotations: maps of strings, the labels valid label values."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, Mapping):
+        raise field_problem(subpath, "must be an object")
+    for key in ("labels", "annotations"):
+        entries = metadata.get(key)
+        if entries is None:
+            continue
+        where = f"{subpath}.{key}"
+        if not isinstance(entries, Mapping):
+            raise field_problem(where, "must be a map of strings to strings")
+        for name, value in entries.items():
+            if not isinstance(value, str):
+                raise field_problem(f"{where}[{name}]", "must be a string")
+            if key == "labels":
+                _check_label(str(name), value, f"{where}[{name}]")
+
+
+def _check_label(name: str, value: str, where: str) -> None:
+    prefix, _, short = name.rpartition("/")
+    if not re.fullmatch(QUALIFIED_NAME_PATTERN, short) or len(short) > LABEL_MAX_LENGTH:
+        raise field_problem(where, "a label key is at most 63 letters, digits, '-', '_', '.'")
+    if prefix and (
+        len(prefix) > NAME_MAX_LENGTH or not re.fullmatch(DNS1123_SUBDOMAIN_PATTERN, prefix)
+    ):
+        raise field_problem(where, "a label key's prefix must be a DNS subdomain")
+    if value and (len(value) > LABEL_MAX_LENGTH or not re.fullmatch(QUALIFIED_NAME_PATTERN, value)):
+        raise field_problem(
+            where,
+            f"{value!r} is not a valid label value (at most 63 letters, digits, '-', '_' and "
+            "'.', starting and ending with a letter or digit)",
+        )
+
+
+def check_size(template: Mapping[str, Any], subpath: str) -> None:
+    """A revision's Deployment keeps its template in an annotation: it must fit."""
+    size = len(json.dumps(template, sort_keys=True))
+    if size > TEMPLATE_MAX_BYTES:
+        raise field_problem(
+            subpath,
+            f"is {size} bytes as JSON; at most {TEMPLATE_MAX_BYTES} (each revision's Deployment "
+            "keeps a copy in an annotation, and annotations are limited to 256 KiB)",
+        )
 
 
 def images_of(template: Mapping[str, Any]) -> list[str]:

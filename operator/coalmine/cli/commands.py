@@ -1,5 +1,8 @@
 """`kubectl coalmine`: see and steer CanaryRollouts from a terminal or a CI job.
 
+The commands and their arguments; the connection is `cli.session`'s, the kubeconfig rules
+`cli.kubeconfig`'s, watching `cli.follow`'s, and what is printed `cli.view`'s.
+
 kubectl alone can annotate and get, but steering a canary well takes more than that: a promote
 is a fresh token in the right annotation (a reused token does nothing, by design), an undo must
 rebuild a kept revision's template exactly, or the hash names a new revision and the fast
@@ -11,8 +14,8 @@ Rules the commands keep:
 
 - The controls write only `metadata.annotations`, with a merge patch: a GitOps tool owns the
   spec, and an annotation it does not manage is no drift. Only `undo` edits the spec, and says so.
-- Waiting is watching: list once, then watch from the list's resourceVersion, so a CI job sees
-  every change as it happens and costs the API server one open stream, not a request a second.
+- Waiting is watching (`cli.follow`): a CI job sees every change as it happens and costs the
+  API server one open stream, not a request a second.
 - Failures are one line on stderr and a non-zero exit code. Tracebacks are left for bugs.
 """
 
@@ -20,45 +23,40 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import queue
-import re
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
 from pydantic.alias_generators import to_camel
 
 from coalmine import kube as k
 from coalmine.api.durations import parse_duration
-from coalmine.api.resource import GROUP, PLURAL, VERSION
 from coalmine.api.template import images_of
 from coalmine.api.template import revision_hash as template_revision
 from coalmine.api.vocabulary import Control
 from coalmine.cli import view
-from coalmine.kube import ConflictError, Kube, KubeError, NotFoundError, Obj
+from coalmine.cli.follow import LiveView, clock, follow_rollout, now
+from coalmine.cli.session import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    CliError,
+    Session,
+    connect,
+    describe_failure,
+    fetch_deployments,
+    fetch_rollout,
+    missing,
+    require_crd,
+)
+from coalmine.kube import ConflictError, NotFoundError, Obj
 from coalmine.labels import REVISION_LABEL, ROLLOUT_LABEL, TEMPLATE_ANNOTATION
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_TIMEOUT = 2
-EXIT_INTERRUPTED = 130
-
-FIELD_MANAGER = "kubectl-coalmine"
-"""Shown in managedFields: whoever reads them sees the CLI made the change, not the operator."""
-
-WATCH_SECONDS = 300
-"""How long one watch request stays open before it is renewed from the last resourceVersion."""
-
-IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 ARGO_CD_WARNING = (
     "warning: undo edits spec.template. If Argo CD (or Flux) manages this CanaryRollout, that is "
@@ -67,409 +65,11 @@ ARGO_CD_WARNING = (
 )
 
 
-class CliError(Exception):
-    """A failure reported in one line on stderr, ending the command with `code`."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _clock() -> str:
-    return datetime.now().astimezone().strftime("%H:%M:%S")
-
-
-# --- kubeconfig -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KubeconfigChoice:
-    """Which configuration to connect with, in kubectl's order of precedence."""
-
-    source: str | None
-    """What `Kube.connect` gets: a path, a $KUBECONFIG list, or None (in-cluster credentials)."""
-    files: tuple[Path, ...]
-    """The files behind it, read again here for the context's namespace."""
-
-
-def kubeconfig_choice(
-    explicit: str | None, environ: Mapping[str, str], home: Path
-) -> KubeconfigChoice:
-    """--kubeconfig, else $KUBECONFIG, else ~/.kube/config, else the pod's own credentials.
-
-    The choice is made here rather than left to `Kube.connect`, which tries in-cluster
-    credentials first (right for the operator): a person's explicit kubeconfig must win even
-    in a pod, as it does for kubectl.
-    """
-    if explicit:
-        return KubeconfigChoice(explicit, (Path(explicit).expanduser(),))
-    listed = environ.get("KUBECONFIG", "")
-    if listed:
-        files = tuple(Path(part).expanduser() for part in listed.split(os.pathsep) if part)
-        return KubeconfigChoice(listed, files)
-    default = home / ".kube" / "config"
-    if default.is_file():
-        return KubeconfigChoice(str(default), (default,))
-    return KubeconfigChoice(None, ())
-
-
-def context_namespace(documents: Sequence[object]) -> str | None:
-    """The namespace of the current context of these kubeconfig documents, if it sets one.
-
-    Merged the way the kubernetes client merges them, since that decides the cluster we talk
-    to: the first definition of a context wins, and the last file naming a current-context.
-    """
-    current: str | None = None
-    contexts: dict[str, Mapping[str, Any]] = {}
-    for document in documents:
-        if not isinstance(document, Mapping):
-            continue
-        if isinstance(document.get("current-context"), str):
-            current = document["current-context"]
-        for entry in document.get("contexts") or []:
-            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
-                context = entry.get("context")
-                contexts.setdefault(entry["name"], context if isinstance(context, Mapping) else {})
-    namespace = contexts.get(current or "", {}).get("namespace")
-    return namespace if isinstance(namespace, str) and namespace else None
-
-
-def default_namespace(choice: KubeconfigChoice) -> str:
-    """The kubeconfig context's namespace, the pod's own namespace in a cluster, or default."""
-    if not choice.files:
-        try:
-            return IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
-        except OSError:
-            return "default"
-    documents: list[object] = []
-    for path in choice.files:
-        try:
-            documents.append(yaml.safe_load(path.read_text()))
-        except (OSError, yaml.YAMLError):
-            # Connecting reports an unusable kubeconfig in its own words; here it only means
-            # the namespace cannot come from it.
-            continue
-    return context_namespace(documents) or "default"
-
-
-# --- session and errors ---------------------------------------------------------------------
-
-
-@dataclass
-class Session:
-    """What every command works with: the API, the namespace, and where to print."""
-
-    kube: Kube
-    namespace: str
-    server: str
-    out: TextIO
-    err: TextIO
-
-    def say(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    def warn(self, text: str) -> None:
-        self.err.write(text + "\n")
-        self.err.flush()
-
-
-def connect(
-    args: argparse.Namespace,
-    out: TextIO,
-    err: TextIO,
-    environ: Mapping[str, str] | None = None,
-    home: Path | None = None,
-) -> Session:
-    choice = kubeconfig_choice(
-        args.kubeconfig, os.environ if environ is None else environ, home or Path.home()
-    )
-    if args.kubeconfig and not Path(args.kubeconfig).expanduser().is_file():
-        raise CliError(f"kubeconfig {args.kubeconfig} does not exist")
-    try:
-        kube = Kube.connect(choice.source, connections=4)
-    except Exception as error:
-        # The client raises its own ConfigException (and YAML or key errors) for a kubeconfig
-        # it cannot use; all of them mean the same thing to a person.
-        where = choice.source or "no --kubeconfig, $KUBECONFIG or ~/.kube/config, not in a pod"
-        raise CliError(f"cannot load the Kubernetes configuration ({where}): {error}") from None
-    kube.field_manager = FIELD_MANAGER
-    namespace = args.namespace or default_namespace(choice)
-    return Session(kube, namespace, str(kube.api.configuration.host), out, err)
-
-
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
-
-
-def short_reason(text: str) -> str:
-    """The useful end of a transport error (`Connection refused`), not urllib3's whole chain."""
-    match = _ERRNO.search(text)
-    if match:
-        return match.group(1).strip()
-    for known in ("CERTIFICATE_VERIFY_FAILED", "timed out", "Name or service not known"):
-        if known in text:
-            return known.replace("_", " ").lower() if known.isupper() else known
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def transport_failure(error: BaseException) -> bool:
-    """Whether the request never got an HTTP answer.
-
-    `Kube.request` turns an OSError into KubeError(0), but urllib3's own errors (MaxRetryError
-    when nothing listens) pass through it; recognised by module so the CLI needs no client
-    import, and a real bug elsewhere still ends in a traceback.
-    """
-    return isinstance(error, OSError) or type(error).__module__.split(".")[0] == "urllib3"
-
-
-def describe_failure(error: BaseException, server: str) -> str | None:
-    """One line for an API failure, or None when the error is not one (a bug)."""
-    if isinstance(error, KubeError):
-        if error.status == 0:
-            return f"cannot reach the Kubernetes API at {server}: {short_reason(error.message)}"
-        if error.status == 401:
-            return f"the Kubernetes API at {server} refused the credentials: {error.message}"
-        if error.status == 403:
-            return f"not allowed: {error.message}"
-        return f"the Kubernetes API answered {error.status} {error.reason}: {error.message}"
-    if transport_failure(error):
-        return f"cannot reach the Kubernetes API at {server}: {short_reason(str(error))}"
-    return None
-
-
-def require_crd(session: Session) -> None:
-    """Fail clearly when the cluster has no CanaryRollout resource at all."""
-    try:
-        group = session.kube.request("GET", f"/apis/{GROUP}/{VERSION}")
-    except NotFoundError:
-        group = {}
-    if not any(r.get("name") == PLURAL for r in group.get("resources") or []):
-        raise CliError(
-            f"the CanaryRollout CRD is not installed on {session.server} (no {PLURAL} in API "
-            f"{GROUP}/{VERSION}); install it: kubectl apply --server-side -f "
-            "crds/coalmine.dev_canaryrollouts.yaml"
-        )
-
-
-def missing(session: Session, name: str) -> CliError:
-    """The error for a rollout that is not there: no such object, or no such resource."""
-    require_crd(session)
-    return CliError(f"canaryrollout {name} not found in namespace {session.namespace}")
-
-
-def fetch_rollout(session: Session, name: str) -> Obj:
-    rollout = session.kube.get(k.CANARY_ROLLOUTS, session.namespace, name)
-    if rollout is None:
-        raise missing(session, name)
-    return rollout
-
-
-def rollout_selector(name: str) -> str:
-    return f"{ROLLOUT_LABEL}={name}"
-
-
-def fetch_deployments(session: Session, name: str) -> list[Obj]:
-    return session.kube.list(
-        k.DEPLOYMENTS, session.namespace, label_selector=rollout_selector(name)
-    )
-
-
-# --- list-then-watch ------------------------------------------------------------------------
-
-
-class Follower:
-    """One kind of object kept current by list-then-watch: an informer, in small.
-
-    `run` yields a snapshot (name -> object) after listing, then after every event. When the
-    server ends a watch it watches again from the last resourceVersion seen, and lists again
-    only when that version has expired (410 Gone). Between events the thread sleeps in a socket
-    read: nothing is polled.
-    """
-
-    def __init__(
-        self,
-        kube: Kube,
-        resource: k.Resource,
-        namespace: str,
-        *,
-        name: str | None = None,
-        label_selector: str | None = None,
-    ) -> None:
-        self.kube = kube
-        self.resource = resource
-        self.namespace = namespace
-        self.name = name
-        self.label_selector = label_selector
-
-    def _list(self) -> tuple[dict[str, Obj], str]:
-        query = {}
-        if self.name is not None:
-            query["fieldSelector"] = f"metadata.name={self.name}"
-        if self.label_selector:
-            query["labelSelector"] = self.label_selector
-        # A raw list, not Kube.list: the watch starts from the list's own resourceVersion,
-        # which Kube.list does not return.
-        listing = self.kube.request("GET", self.resource.path(self.namespace), query=query)
-        objects = {str(o["metadata"]["name"]): o for o in listing.get("items") or []}
-        return objects, str((listing.get("metadata") or {}).get("resourceVersion", ""))
-
-    def run(self, deadline: float | None = None) -> Iterator[dict[str, Obj]]:
-        """Snapshots until `deadline` (time.monotonic()), or for ever when it is None."""
-        objects, version = self._list()
-        yield dict(objects)
-        while True:
-            seconds = WATCH_SECONDS
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                # The server closes the watch at our deadline, so a quiet rollout still ends
-                # the wait on time without any timer here.
-                seconds = min(seconds, max(1, math.ceil(remaining)))
-            try:
-                for kind, obj in self.kube.watch(
-                    self.resource,
-                    self.namespace,
-                    name=self.name,
-                    label_selector=self.label_selector,
-                    resource_version=version,
-                    timeout_seconds=seconds,
-                ):
-                    metadata = obj.get("metadata") or {}
-                    version = str(metadata.get("resourceVersion") or version)
-                    if kind == "BOOKMARK":
-                        continue
-                    if kind == "DELETED":
-                        objects.pop(str(metadata.get("name")), None)
-                    else:
-                        objects[str(metadata.get("name"))] = obj
-                    yield dict(objects)
-            except KubeError as error:
-                if error.status != 410:
-                    raise
-                objects, version = self._list()
-                yield dict(objects)
-
-
-# --- get ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Update:
-    """What a watcher thread tells the drawing thread: new objects, or a failed watch."""
-
-    source: str
-    objects: dict[str, Obj] | None = None
-    error: BaseException | None = None
-
-
-class LiveView:
-    """`get --watch`: redraw the view on every event of the rollout or of its Deployments.
-
-    Two threads follow the two kinds of object and post snapshots on a queue; the main thread
-    draws. The main thread thus stays free to receive Ctrl-C, and events arriving together
-    are drawn once.
-    """
-
-    CLEAR = "\x1b[H\x1b[2J"
-
-    def __init__(self, session: Session, name: str) -> None:
-        self.session = session
-        self.name = name
-        self.updates: queue.Queue[Update] = queue.Queue()
-        self.stop = threading.Event()
-
-    def _follow(self, source: str, follower: Follower) -> None:
-        backoff = 1.0
-        while not self.stop.is_set():
-            try:
-                for snapshot in follower.run():
-                    self.updates.put(Update(source, objects=snapshot))
-                    backoff = 1.0
-            except Exception as error:
-                # Any failure of the stream (API restarting, connection cut): tell the main
-                # thread, wait a little longer each time, and list and watch again.
-                self.updates.put(Update(source, error=error))
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-
-    def _batch(self) -> list[Update]:
-        # Blocks until something happens; a signal (Ctrl-C) still interrupts the wait.
-        batch = [self.updates.get()]
-        while True:
-            try:
-                batch.append(self.updates.get_nowait())
-            except queue.Empty:
-                return batch
-
-    def _draw(self, body: str) -> None:
-        header = f"{_clock()}  watching canaryrollout {self.name} (Ctrl-C to stop)"
-        if self.session.out.isatty():
-            self.session.out.write(f"{self.CLEAR}{header}\n\n{body}\n")
-        else:
-            self.session.out.write(f"{header}\n{body}\n\n")
-        self.session.out.flush()
-
-    def run(self) -> int:
-        namespace = self.session.namespace
-        followers = {
-            "rollout": Follower(self.session.kube, k.CANARY_ROLLOUTS, namespace, name=self.name),
-            "deployments": Follower(
-                self.session.kube,
-                k.DEPLOYMENTS,
-                namespace,
-                label_selector=rollout_selector(self.name),
-            ),
-        }
-        for source, follower in followers.items():
-            threading.Thread(
-                target=self._follow, args=(source, follower), name=f"watch-{source}", daemon=True
-            ).start()
-        rollout: Obj | None = None
-        deployments: list[Obj] | None = None
-        shown = ""
-        try:
-            while True:
-                for update in self._batch():
-                    if update.error is not None:
-                        reason = describe_failure(update.error, self.session.server)
-                        self.session.warn(
-                            f"warning: watching {update.source} failed "
-                            f"({reason or update.error!r}); watching again"
-                        )
-                    elif update.source == "rollout" and update.objects is not None:
-                        rollout = update.objects.get(self.name)
-                        if rollout is None:
-                            self.session.warn(
-                                f"canaryrollout {self.name} was deleted from namespace {namespace}"
-                            )
-                            return EXIT_FAILED
-                    elif update.objects is not None:
-                        deployments = list(update.objects.values())
-                # Draw only once both lists arrived: a first frame without the Deployments
-                # would show pods missing that are not.
-                if rollout is None or deployments is None:
-                    continue
-                body = view.rollout_view(rollout, deployments, now=_now())
-                if body != shown:
-                    self._draw(body)
-                    shown = body
-        except KeyboardInterrupt:
-            self.stop.set()
-            if self.session.out.isatty():
-                self.session.out.write("\n")
-            return EXIT_OK
-
-
 def cmd_get(args: argparse.Namespace, session: Session) -> int:
     rollout = fetch_rollout(session, args.name)
     if args.watch:
         return LiveView(session, args.name).run()
-    session.say(view.rollout_view(rollout, fetch_deployments(session, args.name), now=_now()))
+    session.say(view.rollout_view(rollout, fetch_deployments(session, args.name), now=now()))
     return EXIT_OK
 
 
@@ -487,7 +87,7 @@ def cmd_list(args: argparse.Namespace, session: Session) -> int:
         where = "" if namespace is None else f" in namespace {namespace}"
         session.warn(f"No canaryrollouts found{where}.")
         return EXIT_OK
-    session.say(view.rollouts_table(items, now=_now(), all_namespaces=namespace is None))
+    session.say(view.rollouts_table(items, now=now(), all_namespaces=namespace is None))
     return EXIT_OK
 
 
@@ -523,15 +123,15 @@ def wait_handled(session: Session, name: str, control: Control, token: str, time
     """Until the operator records the token as handled: it applies the effect in that update."""
     deadline = time.monotonic() + parse_timeout(timeout)
     field = to_camel(control.status_field)  # status.controls is camelCase on the wire
-    follower = Follower(session.kube, k.CANARY_ROLLOUTS, session.namespace, name=name)
-    for snapshot in follower.run(deadline):
-        rollout = snapshot.get(name)
-        if rollout is None:
-            raise CliError(f"canaryrollout {name} was deleted while waiting")
+
+    def handled(rollout: Obj) -> Obj | None:
         controls = (rollout.get("status") or {}).get("controls") or {}
-        if controls.get(field) == token:
-            session.say(f"{_clock()}  handled: {view.progress_line(rollout)}")
-            return EXIT_OK
+        return rollout if controls.get(field) == token else None
+
+    rollout = follow_rollout(session, name, deadline, handled)
+    if rollout is not None:
+        session.say(f"{clock()}  handled: {view.progress_line(rollout)}")
+        return EXIT_OK
     session.warn(
         f"error: the operator did not handle the token within {timeout}: is it running? "
         f"(kubectl get events --field-selector involvedObject.name={name})"
@@ -729,25 +329,27 @@ def cmd_undo(args: argparse.Namespace, session: Session) -> int:
 def cmd_status(args: argparse.Namespace, session: Session) -> int:
     deadline = time.monotonic() + parse_timeout(args.timeout)
     fetch_rollout(session, args.name)
-    follower = Follower(session.kube, k.CANARY_ROLLOUTS, session.namespace, name=args.name)
-    last = ""
-    why = "no status yet"
-    for snapshot in follower.run(deadline):
-        rollout = snapshot.get(args.name)
-        if rollout is None:
-            raise CliError(f"canaryrollout {args.name} was deleted while waiting")
+    shown = {"line": "", "why": "no status yet"}
+
+    def finished(rollout: Obj) -> int | None:
         line = view.progress_line(rollout)
-        if line != last:
-            session.say(f"{_clock()}  {line}")
-            last = line
+        if line != shown["line"]:
+            session.say(f"{clock()}  {line}")
+            shown["line"] = line
         state, why = view.completion(rollout)
+        shown["why"] = why
         if state is view.Completion.SUCCEEDED:
-            session.say(f"{_clock()}  rollout complete: {why}")
+            session.say(f"{clock()}  rollout complete: {why}")
             return EXIT_OK
         if state is view.Completion.FAILED:
             session.warn(f"error: canaryrollout {args.name} failed: {why}")
             return EXIT_FAILED
-    session.warn(f"error: timed out after {args.timeout}: {why}")
+        return None
+
+    code = follow_rollout(session, args.name, deadline, finished)
+    if code is not None:
+        return code
+    session.warn(f"error: timed out after {args.timeout}: {shown['why']}")
     return EXIT_TIMEOUT
 
 

@@ -45,11 +45,13 @@ class Builder:
 
     # --- observation ----------------------------------------------------------------------------
 
-    def ready(self, revision: str | None) -> int:
+    def available(self, revision: str | None) -> int:
+        """Pods of ``revision`` that are ready, and have been for minReadySeconds: the only ones
+        that may take traffic or count toward a step."""
         if revision is None:
             return 0
         observed = self.observed.revisions.get(revision)
-        return observed.ready if observed else 0
+        return min(observed.ready, observed.available) if observed else 0
 
     def replicas(self, revision: str | None) -> int | None:
         if revision is None:
@@ -60,7 +62,7 @@ class Builder:
     def serving(self, revision: str, *, canary: bool) -> int:
         """Pods of ``revision`` that can take traffic: ready, and ready behind the Service."""
         endpoints = self.observed.canary_endpoints if canary else self.observed.stable_endpoints
-        return min(self.ready(revision), endpoints.get(revision, 0))
+        return min(self.available(revision), endpoints.get(revision, 0))
 
     # --- actions on revisions -------------------------------------------------------------------
 

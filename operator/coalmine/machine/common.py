@@ -34,7 +34,7 @@ def waiting_for_canary_pods(b: Builder, canary: str, need: int) -> bool:
         deadline = f"{b.plan.progress_deadline_seconds:.0f} s"
         b.event(
             "ProgressDeadlineExceeded",
-            f"canary {canary} has {b.ready(canary)}/{need} ready pods after {deadline}",
+            f"canary {canary} has {b.available(canary)}/{need} ready pods after {deadline}",
             warning=True,
         )
         abort(
@@ -45,7 +45,7 @@ def waiting_for_canary_pods(b: Builder, canary: str, need: int) -> bool:
         return True
     b.memory = replace(
         b.memory,
-        message=f"waiting for {need} ready canary pods of {canary} ({b.ready(canary)} ready)",
+        message=f"waiting for {need} ready canary pods of {canary} ({b.available(canary)} ready)",
     )
     b.wait()
     return False
@@ -58,7 +58,7 @@ def waiting_for_stable_pods(b: Builder, stable: str, need: int) -> bool:
     when it has no ready pod at all, so it serves nothing anyway) this returns True and the canary
     carries on; the message and an event name the stable revision as the unhealthy one.
     """
-    ready = b.ready(stable)
+    ready = b.available(stable)
     if ready == 0 or deadline_passed(b):
         b.event(
             "StableUnavailable",

@@ -185,7 +185,7 @@ def _steady(b: Builder, strategy: Strategy) -> None:
     b.scale(stable, b.plan.replicas)
     b.act(SelectRevisions(stable, None))
     routed = strategy.route(b, 0)
-    available = b.ready(stable) >= b.plan.replicas
+    available = b.available(stable) >= b.plan.replicas
     if routed and available:
         if b.memory.phase != Phase.HEALTHY:
             b.memory = replace(
@@ -196,7 +196,7 @@ def _steady(b: Builder, strategy: Strategy) -> None:
         if b.memory.phase != Phase.FAILED:
             b.event(
                 "ProgressDeadlineExceeded",
-                f"stable revision {stable} has {b.ready(stable)}/{b.plan.replicas} ready pods "
+                f"stable revision {stable} has {b.available(stable)}/{b.plan.replicas} ready pods "
                 f"after {b.plan.progress_deadline_seconds:.0f} s",
                 warning=True,
             )
@@ -204,7 +204,7 @@ def _steady(b: Builder, strategy: Strategy) -> None:
             b.memory,
             phase=Phase.FAILED,
             message=f"stable revision {stable} is not available: "
-            f"{b.ready(stable)}/{b.plan.replicas} pods ready",
+            f"{b.available(stable)}/{b.plan.replicas} pods ready",
         )
     elif b.memory.phase != Phase.FAILED:
         b.memory = replace(
@@ -353,7 +353,13 @@ def _retire(b: Builder, strategy: Strategy, *, superseded: bool) -> None:
         b.fresh_canary(None, message=f"canary {canary} retired")
         b.wait(0)
     else:
-        b.memory = replace(b.memory, stage=Stage.ABORTING, phase=Phase.DEGRADED)
+        # Traffic is back on the stable revision: say why the canary is out, not how it left.
+        b.memory = replace(
+            b.memory,
+            stage=Stage.ABORTING,
+            phase=Phase.DEGRADED,
+            message=f"aborted: {b.memory.abort_message}",
+        )
 
 
 # --- housekeeping ------------------------------------------------------------------------------

@@ -62,17 +62,17 @@ class ReplicaRatio:
                 warning=True,
             )
         # Grow first, shrink second.
-        if b.ready(canary) < canary_size:
+        if b.available(canary) < canary_size:
             b.scale(canary, max(canary_size, b.replicas(canary) or 0))
             waiting_for_canary_pods(b, canary, canary_size)
             return False
-        if b.ready(stable) < stable_size:
+        if b.available(stable) < stable_size:
             b.scale(stable, max(stable_size, b.replicas(stable) or 0))
             if not waiting_for_stable_pods(b, stable, stable_size):
                 return False
         b.scale(canary, canary_size)
         b.scale(stable, stable_size)
-        stable_ready = min(stable_size, b.ready(stable))
+        stable_ready = min(stable_size, b.available(stable))
         served = (
             b.observed.canary_endpoints.get(canary, 0) == canary_size
             and b.observed.stable_endpoints.get(stable, 0) == stable_ready
@@ -92,7 +92,7 @@ class ReplicaRatio:
         # Full size first, then the old stable leaves the Service by scaling.
         b.memory = replace(b.memory, phase=Phase.PROGRESSING, desired_weight=100)
         b.scale(canary, replicas)
-        if b.ready(canary) < replicas:
+        if b.available(canary) < replicas:
             waiting_for_full_size(b, canary)
             return
         finish_promotion(b, scale_old_now=True)
@@ -106,7 +106,7 @@ class ReplicaRatio:
             b.memory = replace(b.memory, confirmed_weight=b.observed.weight)
         # The stable must be back at full size before the canary's pods leave the Service.
         b.scale(stable, b.plan.replicas)
-        if b.ready(stable) < b.plan.replicas and not waiting_for_stable_pods(
+        if b.available(stable) < b.plan.replicas and not waiting_for_stable_pods(
             b, stable, b.plan.replicas
         ):
             return False

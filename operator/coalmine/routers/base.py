@@ -11,8 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from coalmine import resources as r
 from coalmine.api.types import SpecModel
-from coalmine.labels import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, owned_labels
+from coalmine.labels import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    REVISION_LABEL,
+    ROLLOUT_LABEL,
+    owned_labels,
+)
 from coalmine.resources import Obj, Resource
 
 if TYPE_CHECKING:
@@ -144,3 +151,32 @@ def owned_patch(current: Obj, desired: Obj) -> JsonPatch:
     if ops:
         ops.insert(0, {"op": "test", "path": "/metadata/uid", "value": meta.get("uid")})
     return ops
+
+
+def ready_revisions(kube: Kube, namespace: str, service: str) -> dict[str, int]:
+    """Ready endpoints of a Service, counted by the revision label of the pod behind each.
+
+    By labels, never by pod names: a long rollout name cuts the revision out of its pods' names.
+    An endpoint whose pod is not in view yet is not counted (its arrival wakes the rollout).
+    """
+    slices = kube.list(
+        r.ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    revisions: dict[str, str] = {}
+    for endpoint_slice in slices:
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            ref = endpoint.get("targetRef") or {}
+            if ref.get("kind") != "Pod" or not ref.get("name"):
+                continue
+            pod = kube.get(r.PODS, namespace, str(ref["name"]))
+            if pod is None or (ref.get("uid") and pod["metadata"].get("uid") != ref["uid"]):
+                continue  # not in view yet, or a namesake of the pod the endpoint means
+            revision = (pod["metadata"].get("labels") or {}).get(REVISION_LABEL)
+            if revision:
+                revisions[str(ref["name"])] = str(revision)
+    counts: dict[str, int] = {}
+    for revision in revisions.values():
+        counts[revision] = counts.get(revision, 0) + 1
+    return counts

@@ -17,7 +17,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from coalmine import resources as r
-from coalmine.resources import Obj
+from coalmine.resources import CANARY_ROLLOUTS, Obj
 
 if TYPE_CHECKING:
     from coalmine.kube import Kube
@@ -71,21 +71,25 @@ def _route_namespace(target: Target) -> str:
     return _config(target).namespace or target.namespace
 
 
-def _is(ref: dict[str, Any], service: str) -> bool:
+def _is(ref: dict[str, Any], service: str, target: Target, route_namespace: str) -> bool:
+    """Whether a backendRef names the rollout's Service: its name, in the rollout's namespace
+    (a backendRef without a namespace means the route's own)."""
     return (
         ref.get("name") == service
         and ref.get("kind", "Service") == "Service"
         and ref.get("group", "") in ("", "core")
+        and (ref.get("namespace") or route_namespace) == target.namespace
     )
 
 
 def _refs(route: Obj, target: Target) -> list[tuple[int, int, int]]:
     """(rule, stable index, canary index) for every rule that routes to the stable Service."""
     found = []
+    where = str(route["metadata"].get("namespace") or target.namespace)
     for index, rule in enumerate(route.get("spec", {}).get("rules") or []):
         refs = rule.get("backendRefs") or []
-        stable = [i for i, ref in enumerate(refs) if _is(ref, target.stable_service)]
-        canary = [i for i, ref in enumerate(refs) if _is(ref, target.canary_service)]
+        stable = [i for i, ref in enumerate(refs) if _is(ref, target.stable_service, target, where)]
+        canary = [i for i, ref in enumerate(refs) if _is(ref, target.canary_service, target, where)]
         if stable and canary:
             found.append((index, stable[0], canary[0]))
         elif stable:
@@ -97,10 +101,48 @@ def _refs(route: Obj, target: Target) -> list[tuple[int, int, int]]:
     return found
 
 
+def granted(grants: list[Obj], target: Target, route_name: str) -> bool:
+    """Whether a ReferenceGrant in the route's namespace lets this rollout's namespace use it.
+
+    The Gateway API's own opt-in for references across namespaces, read as: from CanaryRollouts
+    (group coalmine.dev) of the rollout's namespace, to HTTPRoutes (all, or this one by name).
+    """
+    for grant in grants:
+        spec = grant.get("spec") or {}
+        sources = [
+            source
+            for source in spec.get("from") or []
+            if source.get("group") == CANARY_ROLLOUTS.group
+            and source.get("kind") == CANARY_ROLLOUTS.kind
+            and source.get("namespace") == target.namespace
+        ]
+        targets = [
+            to
+            for to in spec.get("to") or []
+            if to.get("group") == r.HTTP_ROUTES.group
+            and to.get("kind") == r.HTTP_ROUTES.kind
+            and to.get("name") in (None, "", route_name)
+        ]
+        if sources and targets:
+            return True
+    return False
+
+
 class GatewayAPIRouter:
     def _route(self, kube: Kube, target: Target) -> tuple[Obj, list[tuple[int, int, int]]]:
         name = _route_name(target)
-        route = kube.get(r.HTTP_ROUTES, _route_namespace(target), name)
+        where = _route_namespace(target)
+        if where != target.namespace and not granted(
+            kube.list(r.REFERENCE_GRANTS, where), target, name
+        ):
+            raise RouterError(
+                f"{target.field_path}.gatewayAPI.namespace",
+                f"HTTPRoute {where}/{name} is in another namespace, and no ReferenceGrant there "
+                f"allows CanaryRollouts of namespace {target.namespace} to use it (from: group "
+                f"{CANARY_ROLLOUTS.group}, kind {CANARY_ROLLOUTS.kind}, namespace "
+                f"{target.namespace}; to: group {r.HTTP_ROUTES.group}, kind HTTPRoute)",
+            )
+        route = kube.get(r.HTTP_ROUTES, where, name)
         if route is None:
             raise RouterError(
                 f"{target.field_path}.gatewayAPI.httpRoute",

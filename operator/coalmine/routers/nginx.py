@@ -124,6 +124,28 @@ def canary_spec(ingress: Obj, target: Target) -> Obj:
     return out
 
 
+def _rules(spec: Obj) -> set[tuple[str, str]]:
+    """The (host, path) pairs an Ingress spec routes ("" for any host; "*" for the default)."""
+    found = {("", "*")} if spec.get("defaultBackend") else set()
+    for rule in spec.get("rules") or []:
+        for path in (rule.get("http") or {}).get("paths") or []:
+            found.add((str(rule.get("host") or ""), str(path.get("path") or "/")))
+    return found
+
+
+def rival_canary(ingresses: list[Obj], spec: Obj, target: Target) -> Obj | None:
+    """Another canary Ingress on one of the rules ours would cover: ingress-nginx takes only
+    one canary per rule, so ours would be ignored or would displace it."""
+    wanted = _rules(spec)
+    for other in ingresses:
+        annotations = other["metadata"].get("annotations") or {}
+        if annotations.get(CANARY_ANNOTATION) != "true" or belongs_to(other, target):
+            continue
+        if _rules(other.get("spec") or {}) & wanted:
+            return other
+    return None
+
+
 def canary_ingress(ingress: Obj, target: Target, weight: int) -> Obj:
     """The whole canary Ingress coalmine wants beside ``ingress``, sending ``weight`` percent."""
     annotations = {CANARY_ANNOTATION: "true", WEIGHT_ANNOTATION: str(split(weight)[1])}
@@ -181,6 +203,15 @@ class NginxRouter:
         """Create or update the canary Ingress; ``weight`` None keeps the weight it has."""
         ingress = self._user_ingress(kube, target)
         current = self._canary(kube, target)
+        rival = rival_canary(
+            kube.list(r.INGRESSES, target.namespace), canary_spec(ingress, target), target
+        )
+        if rival is not None:
+            raise RouterError(
+                _field(target),
+                f"Ingress {rival['metadata']['name']} is already the canary of a rule of Ingress "
+                f"{ingress['metadata']['name']}, and ingress-nginx takes one canary per rule",
+            )
         if current is None:
             kube.create(r.INGRESSES, target.namespace, canary_ingress(ingress, target, weight or 0))
             return

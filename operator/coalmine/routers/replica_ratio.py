@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from coalmine import resources as r
-from coalmine.routers.base import RoutingConfig, Target
+from coalmine.routers.base import RoutingConfig, Target, ready_revisions
 
 if TYPE_CHECKING:
     from coalmine.kube import Kube
@@ -25,21 +24,6 @@ class ReplicaRatioRouting(RoutingConfig):
     weighted = False
 
 
-def ready_endpoints_by_pod_prefix(kube: Kube, namespace: str, service: str) -> list[str]:
-    """Names of the pods behind ``service`` whose endpoints are ready."""
-    slices = kube.list(
-        r.ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
-    )
-    pods: set[str] = set()
-    for endpoint_slice in slices:
-        for endpoint in endpoint_slice.get("endpoints") or []:
-            ready = (endpoint.get("conditions") or {}).get("ready")
-            ref = endpoint.get("targetRef") or {}
-            if ready is not False and ref.get("kind") == "Pod":
-                pods.add(str(ref.get("name")))
-    return sorted(pods)
-
-
 class ReplicaRatioRouter:
     def ensure(self, kube: Kube, target: Target) -> None:
         # The Services it needs are the ones the operator keeps for every rollout.
@@ -50,14 +34,11 @@ class ReplicaRatioRouter:
         return None
 
     def read_weight(self, kube: Kube, target: Target) -> int | None:
-        pods = ready_endpoints_by_pod_prefix(kube, target.namespace, target.root_service)
-        if not pods:
+        counts = ready_revisions(kube, target.namespace, target.root_service)
+        total = sum(counts.values())
+        if total == 0 or target.canary_revision is None:
             return 0
-        if target.canary_revision is None:
-            return 0
-        prefix = f"{target.rollout}-{target.canary_revision}-"
-        canary = sum(1 for pod in pods if pod.startswith(prefix))
-        return round(100 * canary / len(pods))
+        return round(100 * counts.get(target.canary_revision, 0) / total)
 
     def finalize(self, kube: Kube, target: Target, *, restore_stable: bool) -> None:
         return None

@@ -1,0 +1,394 @@
+"""One operator replica against 100, 500, 1,000 and 2,000 rollouts: the curve of issue 10.
+
+At each size N (rollouts are added, never recreated, from one size to the next):
+
+- N replica-ratio rollouts (1 replica, steps `setWeight: 50` then `pause: {}`): the time until
+  the new ones are Healthy, then, after a new template on all N, until every canary reaches its
+  first pause; then, all paused, one minute idle (API requests and operator CPU); then every
+  gate opened at once (a promote token each): the burst throughput, in steps per second.
+- 50 Gateway API rollouts beside them: gates opened at a steady 10 per second, each timed from
+  the promote to its next weight confirmed by the router (seen through an informer's watch).
+- The operator's resident memory and CPU seconds, and its API reads and writes per step.
+
+JSON in bench/results/scale.json, one PNG per figure against N in bench/results/scale-*.png.
+Never asserted: figures to read, beside the goals they are measured against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from bench import RESULTS, write_result
+from coalmine import resources as r
+from coalmine.kube import Informer, Kube
+from devenv import cluster, paths
+from devenv.manifests import http_route
+from devenv.operator import OperatorProcess, install_crds
+from devenv.waiting import wait_for
+
+SIZES = (100, 500, 1000, 2000)
+GATEWAY_ROLLOUTS = 50
+GATES_PER_SECOND = 10.0
+IDLE_SECONDS = 60.0
+RATIO_NAMESPACE = "bench-scale"
+GATEWAY_NAMESPACE = "bench-scale-gw"
+METRICS_PORT = 9401
+NAMESPACES = r.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+RATIO_STEPS: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}]
+GATEWAY_STEPS: list[dict[str, Any]] = [
+    {"setWeight": 20},
+    {"pause": {}},
+    {"setWeight": 40},
+    {"pause": {}},
+]
+WRITES = ("post", "patch", "put", "delete")
+READS = ("get", "list")
+
+Status = dict[str, Any]
+
+
+def rollout(name: str, version: int, *, gateway: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": 1,
+        "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {
+                "containers": [{"name": "app", "image": f"registry.example/bench:v{version}"}]
+            },
+        },
+        "service": {"name": name, "port": 80, "targetPort": 8080},
+        "imagePolicy": "Allow",
+        "steps": GATEWAY_STEPS if gateway else RATIO_STEPS,
+        "scaleDownDelaySeconds": 5,
+        "abortScaleDownDelaySeconds": 0,
+    }
+    if gateway:
+        spec["trafficRouting"] = {"gatewayAPI": {"httpRoute": name}}
+    return {
+        "apiVersion": "coalmine.dev/v1alpha1",
+        "kind": "CanaryRollout",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+class Tracker:
+    """When each rollout of a namespace first meets a condition, seen through an informer."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.informer = Informer(kube, r.CANARY_ROLLOUTS, namespace=namespace)
+        self.informer.handlers.append(self._changed)
+        self.lock = threading.Lock()
+        self.condition: Callable[[Status], bool] = lambda _: False
+        self.seen: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.informer.start()
+        self.informer.synced.wait(60)
+
+    def _changed(self, _: str, obj: dict[str, Any], __: object) -> None:
+        now = time.monotonic()
+        name = obj["metadata"]["name"]
+        with self.lock:
+            if name not in self.seen and self.condition(obj.get("status") or {}):
+                self.seen[name] = now
+
+    def expect(self, condition: Callable[[Status], bool]) -> None:
+        with self.lock:
+            self.condition = condition
+            self.seen = {}
+            for obj in self.informer.select():  # those already there
+                if condition(obj.get("status") or {}):
+                    self.seen[obj["metadata"]["name"]] = time.monotonic()
+
+    def wait(self, names: list[str], message: str, timeout: float = 3600) -> dict[str, float]:
+        wait_for(
+            lambda: sum(1 for n in names if n in self.seen),
+            until=lambda count: count == len(names),
+            timeout=timeout,
+            interval=0.5,
+            message=message,
+        )
+        with self.lock:
+            return dict(self.seen)
+
+
+class Operator:
+    """The operator process, its metrics and its resource use."""
+
+    def __init__(self) -> None:
+        self.process = OperatorProcess({"COALMINE_METRICS_PORT": str(METRICS_PORT)})
+        wait_for(self.requests, timeout=60, message="the operator's /metrics")
+
+    def requests(self) -> dict[str, float]:
+        url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+        counts: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("coalmine_api_requests_total{"):
+                verb = line.split('verb="')[1].split('"')[0]
+                counts[verb] = float(line.rsplit(" ", 1)[1])
+        return counts
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        return 0.0
+
+
+def count(delta: dict[str, float], verbs: tuple[str, ...]) -> float:
+    return sum(delta.get(verb, 0.0) for verb in verbs)
+
+
+def difference(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {verb: after[verb] - before.get(verb, 0.0) for verb in after}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def fresh_namespace(kube: Kube, name: str) -> None:
+    """An empty namespace; an earlier run's is deleted (by the operator started before it)."""
+    if kube.fetch(NAMESPACES, None, name) is not None:
+        kube.delete(NAMESPACES, None, name)
+        wait_for(
+            lambda: kube.fetch(NAMESPACES, None, name),
+            until=lambda ns: ns is None,
+            timeout=900,
+            interval=1,
+            message=f"namespace {name} from an earlier run to go",
+        )
+    kube.create(NAMESPACES, None, {"metadata": {"name": name}})
+
+
+def promote(kube: Kube, namespace: str, name: str, control: str = "promote") -> None:
+    token = {f"coalmine.dev/{control}": uuid.uuid4().hex}
+    kube.patch(r.CANARY_ROLLOUTS, namespace, name, {"metadata": {"annotations": token}})
+
+
+def paused_at(step: int) -> Callable[[Status], bool]:
+    return lambda s: s.get("phase") == "Paused" and s.get("currentStepIndex") == step
+
+
+def healthy() -> Callable[[Status], bool]:
+    return lambda s: s.get("phase") == "Healthy" and "canaryRevision" not in s
+
+
+class Scale:
+    def __init__(self, kube: Kube, operator: Operator) -> None:
+        self.kube = kube
+        self.operator = operator
+        self.ratio = Tracker(kube, RATIO_NAMESPACE)
+        self.gateway = Tracker(kube, GATEWAY_NAMESPACE)
+        self.ratio_names: list[str] = []
+        self.gateway_names = [f"gw-{i:02d}" for i in range(GATEWAY_ROLLOUTS)]
+        self.version = 1
+
+    def start(self) -> None:
+        self.ratio.start()
+        self.gateway.start()
+        for name in self.gateway_names:
+            self.kube.create(r.HTTP_ROUTES, GATEWAY_NAMESPACE, http_route(name))
+            self.kube.create(r.CANARY_ROLLOUTS, GATEWAY_NAMESPACE, rollout(name, 1, gateway=True))
+        self.gateway.expect(healthy())
+        self.gateway.wait(self.gateway_names, "the Gateway API rollouts Healthy")
+
+    def size(self, n: int) -> dict[str, Any]:
+        result: dict[str, Any] = {"rollouts": n, "gateway_rollouts": GATEWAY_ROLLOUTS}
+        new = [f"app-{i:04d}" for i in range(len(self.ratio_names), n)]
+        self.ratio.expect(healthy())
+        started = time.monotonic()
+        for name in new:
+            self.kube.create(
+                r.CANARY_ROLLOUTS, RATIO_NAMESPACE, rollout(name, self.version, gateway=False)
+            )
+        self.ratio_names += new
+        self.ratio.wait(self.ratio_names, f"{n} rollouts Healthy")
+        result["new_rollouts_all_healthy_seconds"] = round(time.monotonic() - started, 1)
+
+        self.version += 1
+        self.ratio.expect(paused_at(1))
+        started = time.monotonic()
+        for name in self.ratio_names:
+            body = rollout(name, self.version, gateway=False)
+            self.kube.patch(r.CANARY_ROLLOUTS, RATIO_NAMESPACE, name, {"spec": body["spec"]})
+        self.ratio.wait(self.ratio_names, f"{n} canaries at their first pause")
+        result["new_template_to_first_pause_seconds"] = round(time.monotonic() - started, 1)
+
+        result["gates"] = self._gates()
+        result["idle"] = self._idle(n)
+        result["burst"] = self._burst(n)
+        result["operator_rss_mib"] = self.operator.rss_mib()
+        result["operator_cpu_seconds"] = round(self.operator.cpu_seconds(), 1)
+        return result
+
+    def _gates(self) -> dict[str, Any]:
+        """The 50 Gateway API rollouts: to their first pause, then gates at a steady pace."""
+        self.gateway.expect(paused_at(1))
+        for name in self.gateway_names:
+            body = rollout(name, self.version, gateway=True)
+            self.kube.patch(r.CANARY_ROLLOUTS, GATEWAY_NAMESPACE, name, {"spec": body["spec"]})
+        self.gateway.wait(self.gateway_names, "Gateway API canaries at their first pause")
+        self.gateway.expect(
+            lambda s: s.get("currentStepIndex", 0) >= 3 and s.get("confirmedWeight") == 40
+        )
+        before = self.operator.requests()
+        opened: dict[str, float] = {}
+        for name in self.gateway_names:
+            promote(self.kube, GATEWAY_NAMESPACE, name)
+            opened[name] = time.monotonic()
+            time.sleep(1 / GATES_PER_SECOND)
+        seen = self.gateway.wait(self.gateway_names, "every gate's weight confirmed")
+        delta = difference(self.operator.requests(), before)
+        latencies = [seen[name] - opened[name] for name in self.gateway_names]
+        steps = 2 * len(self.gateway_names)  # the pause released and the weight step after it
+        self.gateway.expect(healthy())
+        for name in self.gateway_names:
+            promote(self.kube, GATEWAY_NAMESPACE, name, "promote-full")
+        self.gateway.wait(self.gateway_names, "the Gateway API rollouts promoted")
+        return {
+            "per_second": GATES_PER_SECOND,
+            "gate_to_confirmed_seconds": {
+                "p50": round(statistics.median(latencies), 3),
+                "p99": round(percentile(latencies, 99), 3),
+                "max": round(max(latencies), 3),
+                "n": len(latencies),
+            },
+            "api_writes_per_step": round(count(delta, WRITES) / steps, 2),
+            "api_reads_per_step": round(count(delta, READS) / steps, 2),
+        }
+
+    def _idle(self, n: int) -> dict[str, Any]:
+        before_requests = self.operator.requests()
+        before_cpu = self.operator.cpu_seconds()
+        time.sleep(IDLE_SECONDS)
+        delta = difference(self.operator.requests(), before_requests)
+        cpu = self.operator.cpu_seconds() - before_cpu
+        minutes = IDLE_SECONDS / 60
+        requests = count(delta, WRITES + READS)
+        return {
+            "seconds": IDLE_SECONDS,
+            "api_requests_per_minute": round(requests / minutes, 1),
+            "api_requests_per_minute_per_100_rollouts": round(requests / minutes * 100 / n, 2),
+            "api_writes_per_minute": round(count(delta, WRITES) / minutes, 1),
+            "operator_cpu_percent": round(100 * cpu / IDLE_SECONDS, 1),
+        }
+
+    def _burst(self, n: int) -> dict[str, Any]:
+        self.ratio.expect(healthy())
+        before = self.operator.requests()
+        started = time.monotonic()
+        for name in self.ratio_names:
+            promote(self.kube, RATIO_NAMESPACE, name)
+        self.ratio.wait(self.ratio_names, f"{n} canaries promoted")
+        elapsed = time.monotonic() - started
+        delta = difference(self.operator.requests(), before)
+        return {
+            "all_gates_to_all_promoted_seconds": round(elapsed, 1),
+            "steps_per_second": round(n / elapsed, 1),
+            "api_writes_per_step": round(count(delta, WRITES) / n, 2),
+            "api_reads_per_step": round(count(delta, READS) / n, 2),
+        }
+
+
+FIGURES: tuple[tuple[str, str, Callable[[dict[str, Any]], float]], ...] = (
+    ("healthy", "new rollouts Healthy (s)", lambda s: s["new_rollouts_all_healthy_seconds"]),
+    (
+        "first-pause",
+        "all canaries at first pause (s)",
+        lambda s: s["new_template_to_first_pause_seconds"],
+    ),
+    (
+        "gate-p99",
+        "gate to weight confirmed, p99 (s)",
+        lambda s: s["gates"]["gate_to_confirmed_seconds"]["p99"],
+    ),
+    ("burst", "burst throughput (steps/s)", lambda s: s["burst"]["steps_per_second"]),
+    ("rss", "operator RSS (MiB)", lambda s: s["operator_rss_mib"]),
+    (
+        "idle-requests",
+        "idle API requests / min / 100 rollouts",
+        lambda s: s["idle"]["api_requests_per_minute_per_100_rollouts"],
+    ),
+    ("idle-cpu", "idle operator CPU (%)", lambda s: s["idle"]["operator_cpu_percent"]),
+    ("writes-per-step", "API writes per step (gates)", lambda s: s["gates"]["api_writes_per_step"]),
+)
+
+
+def plot(sizes: list[dict[str, Any]]) -> list[str]:
+    import matplotlib  # noqa: PLC0415 - only this benchmark draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    written = []
+    xs = [s["rollouts"] for s in sizes]
+    for key, label, value in FIGURES:
+        figure, axes = plt.subplots(figsize=(5, 3.2))
+        axes.plot(xs, [value(s) for s in sizes], marker="o")
+        axes.set_xlabel("rollouts")
+        axes.set_ylabel(label)
+        axes.grid(True, alpha=0.3)
+        figure.tight_layout()
+        path = RESULTS / f"scale-{key}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(str(path.relative_to(paths.REPO_ROOT)))
+    return written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    cluster.up(quiet=True)  # joins the cluster's network namespace before any thread starts
+    install_crds()
+    kube = Kube.connect(str(paths.KUBECONFIG))
+    # The operator first: a rollout left by an earlier run holds its finalizer until it runs.
+    operator = Operator()
+    for namespace in (RATIO_NAMESPACE, GATEWAY_NAMESPACE):
+        fresh_namespace(kube, namespace)
+    result: dict[str, Any] = {
+        "benchmark": "scale",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        "operator_workers": int(os.environ.get("COALMINE_WORKERS", "8")),
+        "operator_rss_mib_start": operator.rss_mib(),
+        "sizes": [],
+    }
+    try:
+        scale = Scale(kube, operator)
+        scale.start()
+        for n in sizes:
+            print(f"bench-scale: {n} rollouts", flush=True)
+            result["sizes"].append(scale.size(n))
+            write_result("scale", result)
+        result["plots"] = plot(result["sizes"])
+    finally:
+        operator.process.stop()
+    write_result("scale", result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""kube.Informer and the JSON decoding it relies on, against a scripted API (no cluster).
+
+The watch protocol is scripted here so that every branch is reached on purpose: a list, then a
+watch from the list's resourceVersion, bookmarks, a 410 Gone that makes it list again (and tell
+the handlers what changed meanwhile), a broken watch that makes reads wait, and the answers to
+our own writes winning over older watch events. The real API server runs the same code in
+every integration test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
+
+import pytest
+
+from coalmine import resources as r
+from coalmine.kube import (
+    MAX_OBJECT_DEPTH,
+    UNREADABLE,
+    CacheNotReadyError,
+    Informer,
+    Kube,
+    KubeError,
+    depth,
+    loads,
+    matches,
+    trim,
+)
+from coalmine.resources import Obj
+
+
+def obj(name: str, version: int, **labels: str) -> Obj:
+    return {
+        "apiVersion": "coalmine.dev/v1alpha1",
+        "kind": "CanaryRollout",
+        "metadata": {
+            "name": name,
+            "namespace": "prod",
+            "resourceVersion": str(version),
+            "labels": labels,
+            "managedFields": [{"manager": "kubectl"}],
+        },
+    }
+
+
+class ScriptedKube(Kube):
+    """Lists from a queue of listings; watches from a queue of streams; then stays quiet."""
+
+    def __init__(self, listings: list[Obj], streams: list[list[tuple[str, Obj]]]) -> None:
+        super().__init__(cast(Any, None))
+        self.listings = listings
+        self.streams = streams
+        self.watched: list[str | None] = []
+        self.done = threading.Event()
+
+    def request(self, method: str, path: str, **_: Any) -> Obj:
+        self._count(method.lower())
+        if not self.listings:
+            raise KubeError(0, "Unreachable", "scripted: no more listings")
+        return self.listings.pop(0)
+
+    def watch(
+        self,
+        resource: r.Resource,
+        namespace: str | None,
+        *,
+        name: str | None = None,
+        label_selector: str | None = None,
+        resource_version: str | None = None,
+        timeout_seconds: int = 300,
+        bookmarks: bool = False,
+    ) -> Iterator[tuple[str, Obj]]:
+        self.watched.append(resource_version)
+        if not self.streams:
+            self.done.set()
+            time.sleep(0.05)
+            return
+        for event in self.streams.pop(0):
+            if event[0] == "GONE":
+                raise KubeError(410, "Expired", "too old resource version")
+            if event[0] == "CUT":
+                raise KubeError(0, "Unreachable", "connection reset")
+            yield event
+
+
+def listing(version: int, *items: Obj) -> Obj:
+    return {"metadata": {"resourceVersion": str(version)}, "items": [dict(i) for i in items]}
+
+
+def run(kube: ScriptedKube, **options: Any) -> tuple[Informer, list[tuple[str, str, str]]]:
+    informer = Informer(kube, r.CANARY_ROLLOUTS, **options)
+    heard: list[tuple[str, str, str]] = []
+    informer.handlers.append(
+        lambda event, o, _: heard.append(
+            (event, o["metadata"]["name"], o["metadata"]["resourceVersion"])
+        )
+    )
+    informer.start()
+    assert kube.done.wait(5), "the script ran to its end"
+    informer.stop()
+    return informer, heard
+
+
+def test_lists_then_watches_from_the_lists_version_and_resumes_after_bookmarks() -> None:
+    kube = ScriptedKube(
+        [listing(100, obj("a", 90))],
+        [
+            [("MODIFIED", obj("a", 101)), ("BOOKMARK", {"metadata": {"resourceVersion": "107"}})],
+            [("ADDED", obj("b", 108))],
+        ],
+    )
+    informer, heard = run(kube)
+    assert kube.watched[:3] == ["100", "107", "108"], "each watch starts where the last ended"
+    assert heard == [("ADDED", "a", "90"), ("MODIFIED", "a", "101"), ("ADDED", "b", "108")]
+    assert {o["metadata"]["name"] for o in informer.select()} == {"a", "b"}
+    assert "managedFields" not in (informer.get("prod", "a") or {})["metadata"], "trimmed"
+
+
+def test_410_gone_lists_again_and_reports_what_changed_meanwhile() -> None:
+    kube = ScriptedKube(
+        [listing(100, obj("a", 90), obj("b", 91)), listing(200, obj("a", 150), obj("c", 160))],
+        [[("GONE", {})]],
+    )
+    informer, heard = run(kube)
+    assert heard[2:] == [("MODIFIED", "a", "150"), ("ADDED", "c", "160"), ("DELETED", "b", "91")]
+    assert kube.watched[:2] == ["100", "200"]
+    assert informer.healthy
+
+
+def test_a_broken_watch_makes_reads_wait_until_it_works_again() -> None:
+    kube = ScriptedKube([listing(100, obj("a", 90))], [[("CUT", {})]])
+    informer = Informer(kube, r.CANARY_ROLLOUTS)
+    recovered: list[bool] = []
+    failed: list[str] = []
+    informer.recovered.append(lambda: recovered.append(True))
+    informer.failed.append(failed.append)
+    informer.start()
+    deadline = time.monotonic() + 5
+    while not failed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert failed
+    assert "connection reset" in failed[0]
+    with pytest.raises(CacheNotReadyError, match="connection reset"):
+        informer.get("prod", "a")
+    kube.listings.append(listing(120, obj("a", 110)))  # the API is back
+    assert kube.done.wait(5)
+    informer.stop()
+    assert informer.get("prod", "a") is not None
+    assert recovered == [True], "what waited on the cache is told at once"
+
+
+def test_our_own_writes_win_over_older_watch_events_and_echo_nothing() -> None:
+    kube = ScriptedKube([listing(100, obj("a", 90))], [])
+    informer, heard = run(kube)
+    informer.apply(obj("a", 130))  # the answer to our write
+    informer.apply(obj("a", 120))  # an older event arriving late
+    informer.apply(obj("a", 130))  # our write's own echo
+    assert (informer.get("prod", "a") or {})["metadata"]["resourceVersion"] == "130"
+    assert heard == [("ADDED", "a", "90"), ("MODIFIED", "a", "130")]
+
+
+def test_an_object_that_stops_matching_the_selector_leaves_the_cache() -> None:
+    kube = ScriptedKube([listing(100, obj("a", 90, shard="x"))], [])
+    informer, heard = run(kube, label_selector="shard=x")
+    informer.apply(obj("a", 95, shard="y"))
+    assert informer.get("prod", "a") is None
+    assert heard[-1][0] == "DELETED"
+
+
+@pytest.mark.parametrize(
+    ("labels", "selector", "expected"),
+    [
+        ({"a": "1"}, "a=1", True),
+        ({"a": "1"}, "a==1", True),
+        ({"a": "1"}, "a!=1", False),
+        ({}, "a!=1", True),
+        ({"a": "1"}, "a", True),
+        ({}, "a", False),
+        ({}, "!a", True),
+        ({"a": "2"}, "!a", False),
+        ({"a": "1", "b": "2"}, "a=1,b=2", True),
+        ({"a": "1"}, "a=1,b=2", False),
+        ({}, None, True),
+    ],
+)
+def test_label_selectors_match_as_the_api_server_does(
+    labels: Mapping[str, str], selector: str | None, expected: bool
+) -> None:
+    assert matches(labels, selector) is expected
+
+
+# --- hostile JSON (issue 9, item 7) --------------------------------------------------------------
+
+
+def deep(levels: int) -> str:
+    return '{"a":' * levels + "1" + "}" * levels
+
+
+def test_json_deeper_than_pythons_recursion_limit_still_decodes() -> None:
+    decoded = loads(deep(5000).encode())
+    assert depth(decoded) > MAX_OBJECT_DEPTH
+
+
+def test_a_deep_object_is_kept_by_its_metadata_and_named_unreadable() -> None:
+    document = json.dumps(obj("deep", 5)).replace(
+        '"managedFields": [', '"x": ' + deep(1500) + ', "y": ['
+    )
+    hostile = loads(document.encode())
+    hostile["status"] = {"phase": "Healthy"}
+    kept = trim(hostile)
+    assert kept[UNREADABLE] == f"nests more than {MAX_OBJECT_DEPTH} levels deep"
+    assert kept["metadata"]["name"] == "deep"
+    assert kept["status"] == {"phase": "Healthy"}, "the operator's memory stays readable"
+    assert depth(kept) <= 3
+
+
+def test_one_deep_object_in_a_list_does_not_stop_the_informer() -> None:
+    body = '{"metadata":{"resourceVersion":"100"},"items":[' + json.dumps(obj("fine", 90))
+    body += ',{"metadata":{"name":"deep","namespace":"prod","resourceVersion":"91"},"spec":'
+    body += deep(1500) + "}]}"
+    kube = ScriptedKube([loads(body.encode())], [])
+    informer, _ = run(kube)
+    assert informer.get("prod", "fine") is not None
+    assert UNREADABLE in (informer.get("prod", "deep") or {})
