@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from coalmine.models import CanaryRollout
+from coalmine.api.resource import CanaryRollout
 from devenv.manifests import ROUTERS, canary_rollout, demo_template
 from devenv.usage import spread
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from coalmine.api.resource import API_VERSION, KIND
+
 #: PromQL selector of one revision of a rollout's pods (query template variables).
 SELECTOR = 'namespace="{{namespace}}",coalmine_revision="{{revision}}"'
 
@@ -73,8 +75,8 @@ def canary_rollout(
     one). ``spec`` adds or overrides fields: analysis, scaleDownDelaySeconds, ...
     """
     body: dict[str, Any] = {
-        "apiVersion": "coalmine.dev/v1alpha1",
-        "kind": "CanaryRollout",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": {"name": name},
         "spec": {
             "replicas": replicas,
