@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from devenv import paths
+from kubernetes import client, config
+
+from devenv import cluster, paths
+from devenv.namespaces import recreate_namespace
+from devenv.operator import OperatorProcess, install_crds
 
 RESULTS = paths.REPO_ROOT / "bench" / "results"
 
@@ -17,3 +21,23 @@ def write_result(name: str, result: dict[str, Any]) -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"bench: wrote {out.relative_to(paths.REPO_ROOT)}")
+
+
+def start(
+    namespace: str, operator_env: dict[str, str] | None = None
+) -> tuple[client.ApiClient, OperatorProcess]:
+    """The cluster up, the CRDs installed, the operator running, then ``namespace`` afresh.
+
+    The operator starts first: a CanaryRollout an earlier run left in the namespace holds it
+    until the operator releases its finalizer.
+    """
+    cluster.up(quiet=True)  # joins the cluster's network namespace before any thread starts
+    install_crds()
+    operator = OperatorProcess(operator_env)
+    try:
+        api = config.new_client_from_config(config_file=str(paths.KUBECONFIG))
+        recreate_namespace(api, namespace)
+    except BaseException:
+        operator.stop()
+        raise
+    return api, operator

@@ -20,37 +20,25 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 
-from bench import write_result
+from bench import start, write_result
 from coalmine import kube as k
 from coalmine.kube import Kube
-from devenv import cluster, paths
-from devenv.manifests import demo_template, error_rate_metric, http_route
-from devenv.operator import OperatorProcess, install_crds
+from devenv import paths
+from devenv.manifests import canary_rollout, demo_template, error_rate_metric, http_route
+from devenv.namespaces import delete_namespace
 from devenv.traffic import ServiceTraffic
 from devenv.waiting import wait_for
 
 NAMESPACE = "bench-analysis"
 INTERVAL = 5
-NAMESPACES = k.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 
 
 def rollout(name: str) -> dict[str, Any]:
     metric = error_rate_metric(interval=f"{INTERVAL}s", count=20, inconclusiveLimit=20)
-    return {
-        "apiVersion": "coalmine.dev/v1alpha1",
-        "kind": "CanaryRollout",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 4,
-            "template": demo_template("v1"),
-            "service": {"name": name, "port": 80, "targetPort": 8080},
-            "imagePolicy": "Allow",
-            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
-            "steps": [{"setWeight": 50}, {"analysis": {"metrics": [metric]}}],
-        },
-    }
+    steps: list[dict[str, Any]] = [{"setWeight": 50}, {"analysis": {"metrics": [metric]}}]
+    return canary_rollout(name, demo_template("v1"), steps=steps, router="gatewayAPI")
 
 
 def errors_visible(revision: str) -> bool:
@@ -126,32 +114,15 @@ def trial(kube: Kube, api: client.ApiClient, name: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    cluster.up(quiet=True)
-    install_crds()
-    api = config.new_client_from_config(config_file=str(paths.KUBECONFIG))
+    api, operator = start(NAMESPACE)
     kube = Kube(api)
-    if kube.get(NAMESPACES, None, NAMESPACE):
-        kube.delete(NAMESPACES, None, NAMESPACE)
-        wait_for(
-            lambda: kube.get(NAMESPACES, None, NAMESPACE),
-            until=lambda ns: ns is None,
-            timeout=120,
-            message="the previous run's namespace to go",
-        )
-    kube.create(NAMESPACES, None, {"metadata": {"name": NAMESPACE}})
-    operator = OperatorProcess()
     trials = []
     try:
-        wait_for(
-            lambda: kube.get(k.Resource("", "v1", "serviceaccounts", "SA"), NAMESPACE, "default"),
-            timeout=30,
-            message="the default ServiceAccount",
-        )
         for index in range(3):
             trials.append(trial(kube, api, f"shop-{index}"))
     finally:
+        delete_namespace(api, NAMESPACE)  # the operator still runs to release the finalizers
         operator.stop()
-        kube.delete(NAMESPACES, None, NAMESPACE)
     values = [t["errors_visible_to_weight_0_seconds"] for t in trials]
     result = {
         "benchmark": "analysis",

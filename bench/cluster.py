@@ -76,10 +76,25 @@ def control_plane_memory(settle: float) -> dict[str, float]:
     rss = cluster.resident_memory()
     mib = {name: round(rss[name] / 2**20, 1) for name in CONTROL_PLANE if name in rss}
     mib["control_plane_total"] = round(sum(mib.values()), 1)
-    for name in ("prometheus", "podrunner"):
+    for name in ("prometheus", "podrunner", "metrics-server"):
         if name in rss:
             mib[name] = round(rss[name] / 2**20, 1)
     return mib
+
+
+def idle_cpu(seconds: float) -> dict[str, float]:
+    """CPU use of each component while the cluster idles, in % of one core."""
+    netns.enter()
+    before = cluster.cpu_seconds()
+    time.sleep(seconds)
+    after = cluster.cpu_seconds()
+    percent = {
+        name: round(100 * (after[name] - before[name]) / seconds, 1)
+        for name in after
+        if name in before
+    }
+    percent["total"] = round(sum(percent.values()), 1)
+    return percent
 
 
 def main() -> int:
@@ -89,6 +104,7 @@ def main() -> int:
     )
     parser.add_argument("--starts", type=int, default=3, help="warm starts to time")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds before reading memory")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle CPU measured")
     args = parser.parse_args()
 
     result: dict[str, Any] = {
@@ -107,6 +123,7 @@ def main() -> int:
         "goal": 30,
     }
     result["resident_memory_mib"] = control_plane_memory(args.settle)
+    result["idle_cpu_percent_of_one_core"] = idle_cpu(args.idle)
     write_result("cluster", result)
     return 0
 

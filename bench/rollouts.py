@@ -20,14 +20,13 @@ import urllib.request
 import uuid
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 
-from bench import write_result
+from bench import start, write_result
 from coalmine import kube as k
 from coalmine.kube import Kube
-from devenv import cluster, paths
-from devenv.manifests import http_route
-from devenv.operator import OperatorProcess, install_crds
+from devenv.manifests import canary_rollout, http_route
+from devenv.namespaces import delete_namespace
 from devenv.waiting import wait_for
 
 NAMESPACE = "bench-rollouts"
@@ -45,25 +44,14 @@ ROUNDS = ((1, 30, 3), (3, 60, 5))
 
 
 def rollout(name: str, version: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "coalmine.dev/v1alpha1",
-        "kind": "CanaryRollout",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 2,
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [{"name": "app", "image": f"registry.example/bench:{version}"}]
-                },
-            },
-            "service": {"name": name, "port": 80, "targetPort": 8080},
-            "imagePolicy": "Allow",
-            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
-            "steps": STEPS,
-            "scaleDownDelaySeconds": 5,
-        },
+    # No demo app: KWOK alone makes these pods Ready, with no process to run per pod.
+    template = {
+        "metadata": {"labels": {"app": name}},
+        "spec": {"containers": [{"name": "app", "image": f"registry.example/bench:{version}"}]},
     }
+    return canary_rollout(
+        name, template, steps=STEPS, replicas=2, router="gatewayAPI", scaleDownDelaySeconds=5
+    )
 
 
 def operator_metrics() -> dict[str, float]:
@@ -138,28 +126,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-NAMESPACES = k.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
-
-
-def fresh_namespace(kube: Kube) -> None:
-    if kube.get(NAMESPACES, None, NAMESPACE):
-        kube.delete(NAMESPACES, None, NAMESPACE)
-        wait_for(
-            lambda: kube.get(NAMESPACES, None, NAMESPACE),
-            until=lambda ns: ns is None,
-            timeout=120,
-            message=f"namespace {NAMESPACE} from an earlier run to go",
-        )
-    kube.create(NAMESPACES, None, {"metadata": {"name": NAMESPACE}})
-    wait_for(
-        lambda: kube.get(
-            k.Resource("", "v1", "serviceaccounts", "ServiceAccount"), NAMESPACE, "default"
-        ),
-        timeout=30,
-        message="the default ServiceAccount",
-    )
-
-
 def roll_out(kube: Kube, names: list[str], result: dict[str, Any]) -> None:
     """First revision everywhere, then a new one held at its first pause."""
     started = time.monotonic()
@@ -222,12 +188,8 @@ def main() -> int:
     args = parser.parse_args()
     names = [f"app-{i:02d}" for i in range(args.rollouts)]
 
-    cluster.up(quiet=True)  # joins the cluster's network namespace before any thread starts
-    install_crds()
-    api = config.new_client_from_config(config_file=str(paths.KUBECONFIG))
+    api, operator = start(NAMESPACE, {"COALMINE_METRICS_PORT": str(METRICS_PORT)})
     kube = Kube(api)
-    fresh_namespace(kube)
-    operator = OperatorProcess({"COALMINE_METRICS_PORT": str(METRICS_PORT)})
     result: dict[str, Any] = {
         "benchmark": "rollouts",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -256,8 +218,8 @@ def main() -> int:
         )
         result["operator_rss_mib_after"] = rss_mib(operator.pid)
     finally:
+        delete_namespace(api, NAMESPACE)  # the operator still runs to release the finalizers
         operator.stop()
-        kube.delete(NAMESPACES, None, NAMESPACE)
     write_result("rollouts", result)
     return 0
 

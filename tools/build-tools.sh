@@ -77,6 +77,13 @@ build_helm() {
     CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$1/helm" helm.sh/helm/v3/cmd/helm
 }
 
+build_metrics-server() {
+    # Serves the metrics API (metrics.k8s.io) from KWOK's simulated usage, for the HPA controller.
+    CGO_ENABLED=0 go build -trimpath \
+        -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=v0.8.0" \
+        -o "$1/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server
+}
+
 declare -A programs=(
     [k8s]="kube-apiserver kube-controller-manager kube-scheduler kubectl"
     [etcd]="etcd"
@@ -85,9 +92,10 @@ declare -A programs=(
     [traefik]="traefik"
     [argocd]="coalmine-argocd"
     [helm]="helm"
+    [metrics-server]="metrics-server"
 )
 
-only="${*:-k8s etcd kwok prometheus traefik argocd helm}"
+only="${*:-k8s etcd kwok prometheus traefik argocd helm metrics-server}"
 for name in $only; do
     module="$here/$name"
     # A wrapper's own Go sources (only the argocd harness has any) are part of the key.
@@ -117,7 +125,7 @@ for name in $only; do
     echo "$key" > "$stamp"
 done
 
-# Data files from the module cache: KWOK's stage definitions and the Gateway API CRDs.
+# Data files from the module cache: KWOK's stages and metrics, and the Gateway API CRDs.
 modcache="$(go env GOMODCACHE)"
 kwok_dir="$modcache/sigs.k8s.io/kwok@$KWOK_VERSION"
 [[ -d "$kwok_dir" ]] || (cd "$here/kwok" && go mod download sigs.k8s.io/kwok)
@@ -147,6 +155,12 @@ PY
 exclude_from_stage "$share/kwok-stages/pod-ready.yaml" "$runner_key"
 exclude_from_stage "$share/kwok-stages/pod-delete.yaml" "$container_key"
 cp -f "$here/devenv/kwok/"*.yaml "$share/kwok-stages/"
+# Simulated resource usage (from pod annotations) and the kubelet's /metrics/resource, which
+# metrics-server scrapes.
+mkdir -p "$share/kwok-metrics"
+cp -f "$kwok_dir"/kustomize/metrics/usage/usage-from-annotation.yaml \
+      "$kwok_dir"/kustomize/metrics/resource/metrics-resource.yaml "$share/kwok-metrics/"
+chmod u+w "$share/kwok-metrics/"*
 
 # Argo CD's own resource customizations and their tests, to check the harness against them.
 argocd_dir="$modcache/github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION"

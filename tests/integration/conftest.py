@@ -18,8 +18,8 @@ from kubernetes import client, config
 
 from coalmine.kube import Kube
 from devenv import cluster, paths, traefik
+from devenv.namespaces import delete_namespace, recreate_namespace
 from devenv.operator import OperatorProcess, install_crds
-from devenv.waiting import wait_for
 
 if TYPE_CHECKING:
     from .rollouts import Rollouts
@@ -60,18 +60,9 @@ def namespace(kube: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, with its default ServiceAccount ready; deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:63].strip("-_.")
-    kube.core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(name=name, labels={"coalmine.dev/test": label})
-        )
-    )
-    wait_for(
-        lambda: kube.core.read_namespaced_service_account("default", name),
-        timeout=30,
-        message=f"the default ServiceAccount of namespace {name}",
-    )
+    recreate_namespace(kube.api, name, labels={"coalmine.dev/test": label})
     yield name
-    kube.core.delete_namespace(name, propagation_policy="Background")
+    delete_namespace(kube.api, name)
 
 
 TEST_CRDS = ("istio-virtualservice.yaml", "smi-trafficsplit.yaml")

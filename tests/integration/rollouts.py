@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from coalmine import kube as k
+from devenv.manifests import ROUTERS, canary_rollout, http_route
 from devenv.manifests import demo_template as template  # re-exported for the tests
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "Rollouts",
     "manifest",
     "router_weight",
-    "routing",
     "template",
     "user_routing_manifest",
     "user_routing_object",
@@ -26,24 +25,12 @@ from devenv.waiting import wait_for
 
 from .conftest import Cluster
 
-GROUP, VERSION, PLURAL = "coalmine.dev", "v1alpha1", "canaryrollouts"
 DEFAULT_STEPS: list[dict[str, Any]] = [
     {"setWeight": 25},
     {"pause": {"duration": "1s"}},
     {"setWeight": 50},
     {"pause": {}},
 ]
-ROUTERS = ("replicaRatio", "gatewayAPI", "nginx", "istio", "smi")
-
-
-def routing(router: str, name: str) -> dict[str, Any] | None:
-    return {
-        "replicaRatio": None,
-        "gatewayAPI": {"gatewayAPI": {"httpRoute": name}},
-        "nginx": {"nginx": {"ingress": name}},
-        "istio": {"istio": {"virtualService": name, "routes": ["primary"]}},
-        "smi": {"smi": {"trafficSplit": name}},
-    }[router]
 
 
 def manifest(
@@ -55,25 +42,15 @@ def manifest(
     replicas: int = 4,
     **spec: Any,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "CanaryRollout",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "template": template(version),
-            "service": {"name": name, "port": 80, "targetPort": 8080},
-            "imagePolicy": "Allow",
-            "steps": copy.deepcopy(steps or DEFAULT_STEPS),
-            "scaleDownDelaySeconds": 2,
-            "progressDeadlineSeconds": 60,
-            **spec,
-        },
-    }
-    traffic = routing(router, name)
-    if traffic is not None:
-        body["spec"]["trafficRouting"] = traffic
-    return body
+    """The tests' CanaryRollout of the demo app: short delays, a deadline that fails fast."""
+    return canary_rollout(
+        name,
+        template(version),
+        steps=steps or DEFAULT_STEPS,
+        replicas=replicas,
+        router=router,
+        **{"scaleDownDelaySeconds": 2, "progressDeadlineSeconds": 60, **spec},
+    )
 
 
 def user_routing_manifest(router: str, name: str, namespace: str) -> dict[str, Any] | None:
@@ -81,22 +58,7 @@ def user_routing_manifest(router: str, name: str, namespace: str) -> dict[str, A
     stable, canary = f"{name}-stable", f"{name}-canary"
     metadata = {"name": name, "namespace": namespace}
     if router == "gatewayAPI":
-        return {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": metadata,
-            "spec": {
-                "parentRefs": [{"name": "gw"}],
-                "rules": [
-                    {
-                        "backendRefs": [
-                            {"name": stable, "port": 80, "weight": 100},
-                            {"name": canary, "port": 80, "weight": 0},
-                        ]
-                    }
-                ],
-            },
-        }
+        return {**http_route(name), "metadata": metadata}
     if router == "nginx":
         backend = {"service": {"name": stable, "port": {"number": 80}}}
         path = {"path": "/", "pathType": "Prefix", "backend": backend}

@@ -8,6 +8,7 @@ leaves no process, mount or namespace behind.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -43,6 +44,8 @@ class Component:
     probe: Callable[[pki.Pki], bool]
     ready_timeout: float = 30.0
     env: dict[str, str] = field(default_factory=dict)
+    #: What the cluster needs in place before this component's first start (objects to apply).
+    prepare: Callable[[pki.Pki], None] | None = None
 
     @property
     def pid_file(self) -> Path:
@@ -157,6 +160,16 @@ def _apiserver(p: pki.Pki) -> list[str]:
         "--allow-privileged=true",
         "--profiling=false",
         "--event-ttl=1h",
+        # The aggregation layer, so that metrics-server serves metrics.k8s.io behind the API
+        # server (for the HPA controller): the API server proxies with this client certificate
+        # and names the user in headers, which aggregated servers trust from that client only.
+        f"--proxy-client-cert-file={p.front_proxy_crt}",
+        f"--proxy-client-key-file={p.front_proxy_key}",
+        f"--requestheader-client-ca-file={p.ca_crt}",
+        f"--requestheader-allowed-names={pki.FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
     ]
 
 
@@ -188,6 +201,15 @@ def _controller_manager(p: pki.Pki) -> list[str]:
         "--concurrent-deployment-syncs=10",
         "--concurrent-replicaset-syncs=10",
         "--concurrent-service-endpoint-syncs=10",
+        # KWOK's nodes never fail on their own, but while the API server is down or frozen
+        # the node lifecycle controller sees no lease renewed and, after this grace period,
+        # marks every node Unknown and every pod NotReady. The default (50 s) is shorter than a
+        # 25 s outage plus the informers' retry backoff after it (up to 30 s, jittered), so the
+        # outages of fault-injection tests would take every pod out of its Service. After a
+        # longer outage KWOK makes the pods Ready again (stage kwok/pod-ready-again.yaml).
+        "--node-monitor-grace-period=120s",
+        # The HPA controller looks every 5 s (default 15 s): autoscaling tests react quickly.
+        "--horizontal-pod-autoscaler-sync-period=5s",
     ]
 
 
@@ -205,17 +227,98 @@ def _scheduler(_: pki.Pki) -> list[str]:
     ]
 
 
+def _kwok_configs() -> list[Path]:
+    """KWOK's stages (pod and node lifecycles) and its simulated resource usage and metrics."""
+    return [
+        *sorted((paths.SHARE_DIR / "kwok-stages").glob("*.yaml")),
+        *sorted((paths.SHARE_DIR / "kwok-metrics").glob("*.yaml")),
+    ]
+
+
 def _kwok(_: pki.Pki) -> list[str]:
-    stages = sorted((paths.SHARE_DIR / "kwok-stages").glob("*.yaml"))
     return [
         str(paths.binary("kwok")),
         f"--kubeconfig={paths.KUBECONFIG}",
         "--manage-all-nodes=false",
         f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
-        "--server-address=127.0.0.1:10247",
+        f"--server-address={paths.NODE_ADDRESS}:{paths.KWOK_PORT}",
+        # Every node reports this address and port as its kubelet's, so metrics-server
+        # scrapes KWOK there (each node's path is in its resource-metrics-path annotation).
+        f"--node-ip={paths.NODE_ADDRESS}",
+        f"--node-port={paths.KWOK_PORT}",
         "--node-lease-duration-seconds=40",
-        *(f"--config={stage}" for stage in stages),
+        *(f"--config={config}" for config in _kwok_configs()),
     ]
+
+
+METRICS_API = """# Written by devenv.cluster: metrics.k8s.io, served by metrics-server.
+apiVersion: v1
+kind: Service
+metadata: {{name: metrics-server, namespace: kube-system}}
+spec:
+  type: ExternalName
+  externalName: 127.0.0.1
+  ports: [{{name: https, port: {port}, protocol: TCP}}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: v1beta1.metrics.k8s.io}}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  service: {{name: metrics-server, namespace: kube-system, port: {port}}}
+  caBundle: {ca}
+  groupPriorityMinimum: 100
+  versionPriority: 100
+"""
+
+
+def _register_metrics_api(p: pki.Pki) -> None:
+    ca = base64.b64encode(p.ca_crt.read_bytes()).decode()
+    kubectl("apply", "-f", "-", stdin=METRICS_API.format(port=paths.METRICS_SERVER_PORT, ca=ca))
+
+
+def _metrics_server(p: pki.Pki) -> list[str]:
+    return [
+        str(paths.binary("metrics-server")),
+        *_kubeconfig_flags(),
+        "--bind-address=127.0.0.1",
+        f"--secure-port={paths.METRICS_SERVER_PORT}",
+        f"--cert-dir={paths.STATE_DIR / 'metrics-server'}",
+        f"--tls-cert-file={p.metrics_server_crt}",
+        f"--tls-private-key-file={p.metrics_server_key}",
+        # The nodes' kubelet endpoint is KWOK's (see _kwok), with a self-signed certificate.
+        "--kubelet-preferred-address-types=InternalIP",
+        "--kubelet-use-node-status-port",
+        "--kubelet-insecure-tls",
+        # The shortest metrics-server accepts: an HPA sees new usage within about 20 s.
+        "--metric-resolution=10s",
+        "--kubelet-request-timeout=5s",  # below 90% of the resolution, as metrics-server requires
+        "--profiling=false",
+    ]
+
+
+def _register_nodes(_: pki.Pki) -> None:
+    # Nodes must exist before pods can run; the runner and Prometheus come after.
+    kubectl("apply", "-f", "-", stdin=_nodes_manifest())
+    for i in range(paths.NODE_COUNT):
+        # Both addresses a kubelet reports. KWOK's node-initialize stage, played again whenever
+        # a node is brought back Ready, writes an empty address list (so none at all) when it
+        # finds an InternalIP without a Hostname: with both it leaves them alone.
+        addresses = [
+            {"type": "InternalIP", "address": paths.NODE_ADDRESS},
+            {"type": "Hostname", "address": f"kwok-node-{i}"},
+        ]
+        kubectl(
+            "patch",
+            "node",
+            f"kwok-node-{i}",
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            json.dumps({"status": {"addresses": addresses}}),
+        )
+    kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
 
 
 def _podrunner(_: pki.Pki) -> list[str]:
@@ -319,16 +422,24 @@ COMPONENTS: tuple[Component, ...] = (
         _probe_url("https://127.0.0.1:10257/healthz"),
     ),
     Component("kube-scheduler", _scheduler, _probe_url("https://127.0.0.1:10259/healthz")),
-    Component("kwok", _kwok, _probe_url("http://127.0.0.1:10247/healthz")),
+    Component("kwok", _kwok, _probe_url(f"http://{paths.NODE_ADDRESS}:{paths.KWOK_PORT}/healthz")),
     Component(
         "podrunner",
         _podrunner,
         _probe_alive("podrunner"),
         10,
         env={"PYTHONPATH": str(paths.REPO_ROOT / "tools")},
+        prepare=_register_nodes,
     ),
     Component(
         "prometheus", _prometheus, _probe_url(f"{paths.PROMETHEUS_URL}/-/ready", b"Ready"), 30
+    ),
+    # Alive is enough to go on: it serves the metrics API once it has scraped twice (~20 s).
+    Component(
+        "metrics-server",
+        _metrics_server,
+        _probe_url(f"https://127.0.0.1:{paths.METRICS_SERVER_PORT}/livez"),
+        prepare=_register_metrics_api,
     ),
 )
 COMPONENTS_BY_NAME = {c.name: c for c in COMPONENTS}
@@ -340,6 +451,7 @@ BINARIES = (
     "kwok",
     "kubectl",
     "prometheus",
+    "metrics-server",
 )
 
 
@@ -352,11 +464,9 @@ def check_prerequisites() -> None:
         raise ClusterError(
             f"missing {', '.join(missing)} in {paths.BIN_DIR}: run `make tools` to build them"
         )
-    stages = list((paths.SHARE_DIR / "kwok-stages").glob("*.yaml"))
-    if not stages:
-        raise ClusterError(
-            f"missing KWOK stage files in {paths.SHARE_DIR / 'kwok-stages'}: run `make tools`"
-        )
+    for folder, what in (("kwok-stages", "KWOK stage files"), ("kwok-metrics", "KWOK metrics")):
+        if not list((paths.SHARE_DIR / folder).glob("*.yaml")):
+            raise ClusterError(f"missing {what} in {paths.SHARE_DIR / folder}: run `make tools`")
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -420,22 +530,23 @@ def _start(component: Component, p: pki.Pki) -> None:
 
 
 PORTS = {
-    2379: "etcd",
-    2380: "etcd",
-    6443: "kube-apiserver",
-    10257: "kube-controller-manager",
-    10259: "kube-scheduler",
-    10247: "kwok",
-    9090: "prometheus",
+    ("127.0.0.1", 2379): "etcd",
+    ("127.0.0.1", 2380): "etcd",
+    ("127.0.0.1", 6443): "kube-apiserver",
+    ("127.0.0.1", 10257): "kube-controller-manager",
+    ("127.0.0.1", 10259): "kube-scheduler",
+    (paths.NODE_ADDRESS, paths.KWOK_PORT): "kwok",
+    ("127.0.0.1", 9090): "prometheus",
+    ("127.0.0.1", paths.METRICS_SERVER_PORT): "metrics-server",
 }
 
 
 def _check_ports_free() -> None:
     """Fail early and clearly when another cluster (say, another clone's) holds our ports."""
     busy = []
-    for port, owner in PORTS.items():
+    for (address, port), owner in PORTS.items():
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
+            if probe.connect_ex((address, port)) == 0:
                 busy.append(f"{port} ({owner})")
     if busy:
         raise ClusterError(
@@ -455,7 +566,13 @@ def _nodes_manifest() -> str:
                     "kind": "Node",
                     "metadata": {
                         "name": f"kwok-node-{i}",
-                        "annotations": {NODE_ANNOTATION: "fake"},
+                        "annotations": {
+                            NODE_ANNOTATION: "fake",
+                            # Where metrics-server finds this node's kubelet metrics in KWOK.
+                            "metrics.k8s.io/resource-metrics-path": (
+                                f"/metrics/nodes/kwok-node-{i}/metrics/resource"
+                            ),
+                        },
                         "labels": {
                             "type": "kwok",
                             "kubernetes.io/hostname": f"kwok-node-{i}",
@@ -522,10 +639,8 @@ def up(*, quiet: bool = False) -> ClusterInfo:
     p = pki.ensure()
     pki.write_kubeconfig(p, paths.KUBECONFIG)
     for component in COMPONENTS:
-        if component.name == "podrunner":
-            # Nodes must exist before pods can run; the runner and Prometheus come after.
-            kubectl("apply", "-f", "-", stdin=_nodes_manifest())
-            kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
+        if component.prepare is not None:
+            component.prepare(p)
         _start(component, p)
         if not quiet:
             print(f"cluster: {component.name} is healthy ({time.monotonic() - started:.1f} s)")
@@ -619,6 +734,21 @@ def resident_memory() -> dict[str, int]:
                 if line.startswith("VmRSS:"):
                     sizes[component.name] = int(line.split()[1]) * 1024
     return sizes
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user and system) in seconds each running component has used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for component in COMPONENTS:
+        pid = component.pid()
+        if pid is None:
+            continue
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        # utime and stime are fields 14 and 15 of stat(5); fields here start at field 3.
+        used[component.name] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
 
 
 def main(argv: Sequence[str] | None = None) -> int:

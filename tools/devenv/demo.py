@@ -21,14 +21,20 @@ from coalmine import kube as k
 from coalmine.kube import Kube
 from devenv import cluster, paths, traefik
 from devenv.loadgen import LoadGenerator
-from devenv.manifests import demo_template, error_rate_metric, http_route, min_sample
+from devenv.manifests import (
+    canary_rollout,
+    demo_template,
+    error_rate_metric,
+    http_route,
+    min_sample,
+)
+from devenv.namespaces import recreate_namespace
 from devenv.operator import OperatorProcess, install_crds
 from devenv.waiting import wait_for
 
 NAMESPACE = "demo"
 NAME = "shop"
 OPERATOR_PID = cluster.PID_DIR / "demo-operator.pid"
-NAMESPACES = k.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 
 
 def error_rate() -> dict[str, Any]:
@@ -36,26 +42,20 @@ def error_rate() -> dict[str, Any]:
 
 
 def rollout(pause: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "coalmine.dev/v1alpha1",
-        "kind": "CanaryRollout",
-        "metadata": {"name": NAME},
-        "spec": {
-            "replicas": 4,
-            "template": demo_template("v1", app=NAME),
-            "service": {"name": NAME, "port": 80, "targetPort": 8080},
-            "imagePolicy": "Allow",
-            "trafficRouting": {"gatewayAPI": {"httpRoute": NAME}},
-            "steps": [
-                {"setWeight": 20},
-                {"pause": {"duration": pause}},
-                {"setWeight": 50},
-                {"pause": {"duration": pause}},
-            ],
-            "analysis": {"metrics": [error_rate()]},
-            "scaleDownDelaySeconds": 5,
-        },
-    }
+    steps: list[dict[str, Any]] = [
+        {"setWeight": 20},
+        {"pause": {"duration": pause}},
+        {"setWeight": 50},
+        {"pause": {"duration": pause}},
+    ]
+    return canary_rollout(
+        NAME,
+        demo_template("v1", app=NAME),
+        steps=steps,
+        router="gatewayAPI",
+        analysis={"metrics": [error_rate()]},
+        scaleDownDelaySeconds=5,
+    )
 
 
 @dataclass
@@ -156,20 +156,7 @@ def setup(pause: str) -> tuple[Kube, OperatorProcess]:
     OPERATOR_PID.parent.mkdir(parents=True, exist_ok=True)
     OPERATOR_PID.write_text(str(operator.pid))
     # With the operator running, so the previous demo's rollout finalizer can complete.
-    if kube.get(NAMESPACES, None, NAMESPACE):
-        kube.delete(NAMESPACES, None, NAMESPACE)
-        wait_for(
-            lambda: kube.get(NAMESPACES, None, NAMESPACE),
-            until=lambda ns: ns is None,
-            timeout=120,
-            message="the previous demo's namespace to go",
-        )
-    kube.create(NAMESPACES, None, {"metadata": {"name": NAMESPACE}})
-    wait_for(
-        lambda: kube.get(k.Resource("", "v1", "serviceaccounts", "SA"), NAMESPACE, "default"),
-        timeout=30,
-        message="the demo namespace's default ServiceAccount",
-    )
+    recreate_namespace(kube.api, NAMESPACE)
     traefik.apply(traefik.gateway_manifest(NAMESPACE))
     traefik.wait_gateway_programmed(NAMESPACE)
     kube.create(k.HTTP_ROUTES, NAMESPACE, http_route(NAME))

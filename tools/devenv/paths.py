@@ -28,6 +28,12 @@ API_SERVER_PORT = 6443
 API_SERVER_URL = f"https://127.0.0.1:{API_SERVER_PORT}"
 ETCD_CLIENT_URL = "http://127.0.0.1:2379"
 PROMETHEUS_URL = "http://127.0.0.1:9090"
+#: The simulated nodes' address, where KWOK serves what kubelets serve (/metrics/resource, logs):
+#: the same local, non-loopback address as the API server's, as on a one-machine cluster.
+NODE_ADDRESS = ADVERTISE_ADDRESS
+KWOK_PORT = 10247
+#: metrics-server, behind the API server as the aggregated API metrics.k8s.io.
+METRICS_SERVER_PORT = 4443
 #: Where an operator run by tests, the demo or a developer serves /metrics (scraped).
 OPERATOR_METRICS_PORT = 9100
 

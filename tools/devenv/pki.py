@@ -17,6 +17,7 @@ from pathlib import Path
 from devenv import paths
 
 DAYS = "3650"
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 class PkiError(RuntimeError):
@@ -50,6 +51,23 @@ class Pki:
     @property
     def admin_key(self) -> Path:
         return self.dir / "admin.key"
+
+    @property
+    def front_proxy_crt(self) -> Path:
+        """The API server's client certificate when it proxies to an aggregated API."""
+        return self.dir / "front-proxy-client.crt"
+
+    @property
+    def front_proxy_key(self) -> Path:
+        return self.dir / "front-proxy-client.key"
+
+    @property
+    def metrics_server_crt(self) -> Path:
+        return self.dir / "metrics-server.crt"
+
+    @property
+    def metrics_server_key(self) -> Path:
+        return self.dir / "metrics-server.key"
 
     @property
     def sa_key(self) -> Path:
@@ -103,7 +121,8 @@ def _signed(pki: Pki, key: Path, crt: Path, subject: str, extensions: str) -> No
 
 
 def ensure(directory: Path | None = None) -> Pki:
-    """Create the CA, the API server's serving certificate, an admin client and the SA keys."""
+    """Create the CA, the API server's serving certificate, an admin client, the aggregation
+    layer's client and metrics-server's serving certificate, and the SA keys."""
     pki = Pki(directory or paths.STATE_DIR / "pki")
     pki.dir.mkdir(parents=True, exist_ok=True)
     if not (pki.ca_crt.exists() and pki.ca_key.exists()):
@@ -153,6 +172,27 @@ def ensure(directory: Path | None = None) -> Pki:
             pki.admin_crt,
             "/O=system:masters/CN=coalmine-admin",
             "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n",
+        )
+    if not pki.front_proxy_crt.exists():
+        # Aggregated APIs trust the user the API server names in its headers only from this
+        # client (the API server's --requestheader-allowed-names).
+        _signed(
+            pki,
+            pki.front_proxy_key,
+            pki.front_proxy_crt,
+            f"/CN={FRONT_PROXY_CLIENT}",
+            "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n",
+        )
+    if not pki.metrics_server_crt.exists():
+        # The API server checks it as <service>.<namespace>.svc, whatever address it dials.
+        sans = "DNS:metrics-server.kube-system.svc,IP:127.0.0.1"
+        _signed(
+            pki,
+            pki.metrics_server_key,
+            pki.metrics_server_crt,
+            "/CN=metrics-server",
+            f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n",
         )
     if not (pki.sa_key.exists() and pki.sa_pub.exists()):
         _ec_key(pki.sa_key)
