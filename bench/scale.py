@@ -26,12 +26,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench import RESULTS, write_result
+from bench import RESULTS, start, write_result
 from coalmine import resources as r
 from coalmine.kube import Informer, Kube
-from devenv import cluster, paths
+from devenv import paths
 from devenv.manifests import http_route
-from devenv.operator import OperatorProcess, install_crds
+from devenv.namespaces import recreate_namespace
+from devenv.operator import OperatorProcess
 from devenv.waiting import wait_for
 
 SIZES = (100, 500, 1000, 2000)
@@ -40,8 +41,8 @@ GATES_PER_SECOND = 10.0
 IDLE_SECONDS = 60.0
 RATIO_NAMESPACE = "bench-scale"
 GATEWAY_NAMESPACE = "bench-scale-gw"
-METRICS_PORT = 9401
 NAMESPACES = r.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+METRICS_PORT = 9401
 RATIO_STEPS: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}]
 GATEWAY_STEPS: list[dict[str, Any]] = [
     {"setWeight": 20},
@@ -124,8 +125,8 @@ class Tracker:
 class Operator:
     """The operator process, its metrics and its resource use."""
 
-    def __init__(self) -> None:
-        self.process = OperatorProcess({"COALMINE_METRICS_PORT": str(METRICS_PORT)})
+    def __init__(self, process: OperatorProcess) -> None:
+        self.process = process
         wait_for(self.requests, timeout=60, message="the operator's /metrics")
 
     def requests(self) -> dict[str, float]:
@@ -163,20 +164,6 @@ def difference(after: dict[str, float], before: dict[str, float]) -> dict[str, f
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def fresh_namespace(kube: Kube, name: str) -> None:
-    """An empty namespace; an earlier run's is deleted (by the operator started before it)."""
-    if kube.fetch(NAMESPACES, None, name) is not None:
-        kube.delete(NAMESPACES, None, name)
-        wait_for(
-            lambda: kube.fetch(NAMESPACES, None, name),
-            until=lambda ns: ns is None,
-            timeout=900,
-            interval=1,
-            message=f"namespace {name} from an earlier run to go",
-        )
-    kube.create(NAMESPACES, None, {"metadata": {"name": name}})
 
 
 def promote(kube: Kube, namespace: str, name: str, control: str = "promote") -> None:
@@ -361,13 +348,10 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    cluster.up(quiet=True)  # joins the cluster's network namespace before any thread starts
-    install_crds()
-    kube = Kube.connect(str(paths.KUBECONFIG))
-    # The operator first: a rollout left by an earlier run holds its finalizer until it runs.
-    operator = Operator()
-    for namespace in (RATIO_NAMESPACE, GATEWAY_NAMESPACE):
-        fresh_namespace(kube, namespace)
+    api, process = start(RATIO_NAMESPACE, {"COALMINE_METRICS_PORT": str(METRICS_PORT)})
+    recreate_namespace(api, GATEWAY_NAMESPACE, timeout=900)
+    kube = Kube(api)
+    operator = Operator(process)
     result: dict[str, Any] = {
         "benchmark": "scale",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -385,6 +369,18 @@ def main() -> int:
             write_result("scale", result)
         result["plots"] = plot(result["sizes"])
     finally:
+        # Deleted while the operator still runs, so it releases the rollouts' finalizers.
+        for namespace in (RATIO_NAMESPACE, GATEWAY_NAMESPACE):
+            kube.delete(NAMESPACES, None, namespace)
+        wait_for(
+            lambda: [
+                n for n in (RATIO_NAMESPACE, GATEWAY_NAMESPACE) if kube.fetch(NAMESPACES, None, n)
+            ],
+            until=lambda left: not left,
+            timeout=900,
+            interval=2,
+            message="the benchmark's namespaces to go",
+        )
         operator.process.stop()
     write_result("scale", result)
     return 0
