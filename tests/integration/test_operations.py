@@ -219,3 +219,49 @@ def test_health_endpoint_and_json_logs_naming_the_rollout(
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     about = [line for line in lines if line.get("rollout") == f"{namespace}/shop"]
     assert about, "log lines about the rollout name it"
+
+
+def test_two_shards_split_the_rollouts_each_with_its_own_peering(
+    kube: Cluster, namespace: str, rollouts: Rollouts
+) -> None:
+    """Issue 10, item 4: COALMINE_SHARD=<value> serves only rollouts labelled
+    coalmine.dev/shard=<value>, and the default shard (the session operator here) only the
+    unlabelled ones; each shard elects its active replica in a peering object of its own."""
+    common = {"COALMINE_STANDALONE": "false", "COALMINE_PEERING_LIFETIME": "5"}
+    shards = {
+        shard: OperatorProcess(
+            {**common, "COALMINE_SHARD": shard, "COALMINE_METRICS_PORT": str(port)}
+        )
+        for shard, port in (("blue", 9521), ("green", 9522))
+    }
+    try:
+        names = {"blue-app": "blue", "green-app": "green", "plain-app": None}
+        for name, shard in names.items():
+            body = manifest(name, "v1", steps=STEPS)
+            if shard:
+                body["metadata"]["labels"] = {"coalmine.dev/shard": shard}
+            rollouts.create(body)
+        for name in names:
+            rollouts.wait_phase(name, "Healthy")
+        for shard, port in (("blue", 9521), ("green", 9522)):
+            served = metrics_of(port)
+            for name, owner in names.items():
+                listed = f'namespace="{namespace}",phase="Healthy"' in served and name in served
+                assert listed == (owner == shard), f"shard {shard} and rollout {name}"
+            peering = cluster.kubectl(
+                "get", "clusterkopfpeering", f"coalmine-{shard}", "-o", "json"
+            )
+            assert json.loads(peering)["status"], f"shard {shard} keeps its own peering"
+
+        shards["green"].stop()
+        for name in names:
+            rollouts.set_template(name, "v2")
+        rollouts.wait_phase("blue-app", "Paused", currentStepIndex=1)
+        rollouts.wait_phase("plain-app", "Paused", currentStepIndex=1)
+        time.sleep(3)
+        assert "canaryRevision" not in rollouts.status("green-app"), "nobody else serves green"
+        shards["green"].start()
+        rollouts.wait_phase("green-app", "Paused", currentStepIndex=1, timeout=60)
+    finally:
+        for process in shards.values():
+            process.stop()

@@ -18,9 +18,10 @@ import pytest
 
 from coalmine import resources as r
 from devenv import paths
+from devenv.manifests import traffic_routing
 
 from .conftest import Cluster
-from .rollouts import ROUTERS, Rollouts, manifest, routing, template, user_routing_object
+from .rollouts import ROUTERS, Rollouts, manifest, template, user_routing_object
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -116,7 +117,7 @@ def test_item_4_a_63_character_name_rolls_out_on_every_router(
     user_routing_object(kube, namespace, router, "shop")
     body = manifest(name, "v1", router=router, steps=STEPS)
     body["spec"]["service"]["name"] = "shop"
-    traffic = routing(router, "shop")
+    traffic = traffic_routing(router, "shop")
     if traffic is not None:
         body["spec"]["trafficRouting"] = traffic
     rollouts.create(body)
