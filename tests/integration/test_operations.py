@@ -221,6 +221,9 @@ def test_health_endpoint_and_json_logs_naming_the_rollout(
     assert about, "log lines about the rollout name it"
 
 
+# The session operator is the default shard (the unlabelled rollouts); the fixture installs
+# the peering CRD from deploy/.
+@pytest.mark.usefixtures("operator", "service_account_kubeconfig")
 def test_two_shards_split_the_rollouts_each_with_its_own_peering(
     kube: Cluster, namespace: str, rollouts: Rollouts
 ) -> None:
