@@ -247,10 +247,11 @@ class Scale:
         delta = difference(self.operator.requests(), before)
         latencies = [seen[name] - opened[name] for name in self.gateway_names]
         steps = 2 * len(self.gateway_names)  # the pause released and the weight step after it
-        self.gateway.expect(healthy())
+        # Promoted, and the old revisions scaled down: nothing left to do before the idle minute.
+        self.gateway.expect(lambda s: healthy()(s) and not s.get("pendingScaleDowns"))
         for name in self.gateway_names:
             promote(self.kube, GATEWAY_NAMESPACE, name, "promote-full")
-        self.gateway.wait(self.gateway_names, "the Gateway API rollouts promoted")
+        self.gateway.wait(self.gateway_names, "the Gateway API rollouts promoted, scaled down")
         return {
             "per_second": GATES_PER_SECOND,
             "gate_to_confirmed_seconds": {
