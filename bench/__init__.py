@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
 
+from coalmine import resources as r
+from coalmine.kube import Informer, Kube
 from devenv import cluster, paths
 from devenv.namespaces import recreate_namespace
 from devenv.operator import OperatorProcess, install_crds
+from devenv.waiting import wait_for
 
 RESULTS = paths.REPO_ROOT / "bench" / "results"
 
@@ -41,3 +47,50 @@ def start(
         operator.stop()
         raise
     return api, operator
+
+
+Status = dict[str, Any]
+
+
+class Tracker:
+    """When each rollout of a namespace first meets a condition, seen through an informer."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str | None = None) -> None:
+        self.informer = Informer(kube, r.CANARY_ROLLOUTS, namespace=namespace, name=name)
+        self.informer.handlers.append(self._changed)
+        self.lock = threading.Lock()
+        self.condition: Callable[[Status], bool] = lambda _: False
+        self.seen: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.informer.start()
+        self.informer.synced.wait(60)
+
+    def _changed(self, _: str, obj: dict[str, Any], __: object) -> None:
+        now = time.monotonic()
+        name = obj["metadata"]["name"]
+        with self.lock:
+            if name not in self.seen and self.condition(obj.get("status") or {}):
+                self.seen[name] = now
+
+    def expect(self, condition: Callable[[Status], bool]) -> None:
+        with self.lock:
+            self.condition = condition
+            self.seen = {}
+            for obj in self.informer.select():  # those already there
+                if condition(obj.get("status") or {}):
+                    self.seen[obj["metadata"]["name"]] = time.monotonic()
+
+    def wait(self, names: list[str], message: str, timeout: float = 3600) -> dict[str, float]:
+        wait_for(
+            lambda: sum(1 for n in names if n in self.seen),
+            until=lambda count: count == len(names),
+            timeout=timeout,
+            interval=0.5,
+            message=message,
+        )
+        with self.lock:
+            return dict(self.seen)
+
+    def stop(self) -> None:
+        self.informer.stop()

@@ -14,15 +14,12 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
 from typing import Any
 
-from kubernetes import client, watch
-
-from bench import start, write_result
+from bench import Tracker, start, write_result
 from coalmine import kube as k
 from coalmine.kube import Kube
 from devenv import paths
@@ -51,26 +48,7 @@ def errors_visible(revision: str) -> bool:
         return bool(json.loads(response.read())["data"]["result"])
 
 
-def confirmed_at(api: client.ApiClient, name: str, seen: dict[str, float]) -> None:
-    stream = watch.Watch()
-    objects = client.CustomObjectsApi(api)
-    for event in stream.stream(
-        objects.list_namespaced_custom_object,
-        "coalmine.dev",
-        "v1alpha1",
-        NAMESPACE,
-        "canaryrollouts",
-        field_selector=f"metadata.name={name}",
-        timeout_seconds=180,
-    ):
-        status = event["object"].get("status") or {}
-        if status.get("abortReason") and status.get("confirmedWeight") == 0:
-            seen["confirmed"] = time.monotonic()
-            stream.stop()
-            return
-
-
-def trial(kube: Kube, api: client.ApiClient, name: str) -> dict[str, Any]:
+def trial(kube: Kube, name: str) -> dict[str, Any]:
     kube.create(k.HTTP_ROUTES, NAMESPACE, http_route(name))
     kube.create(k.CANARY_ROLLOUTS, NAMESPACE, rollout(name))
     wait_for(
@@ -79,9 +57,9 @@ def trial(kube: Kube, api: client.ApiClient, name: str) -> dict[str, Any]:
         timeout=60,
         message=f"{name} Healthy",
     )
-    seen: dict[str, float] = {}
-    watcher = threading.Thread(target=confirmed_at, args=(api, name, seen), daemon=True)
-    watcher.start()
+    tracker = Tracker(kube, NAMESPACE, name)
+    tracker.start()
+    tracker.expect(lambda s: bool(s.get("abortReason")) and s.get("confirmedWeight") == 0)
     with ServiceTraffic(kube, NAMESPACE, name, rate=50):
         kube.patch(
             k.CANARY_ROLLOUTS,
@@ -104,12 +82,12 @@ def trial(kube: Kube, api: client.ApiClient, name: str) -> dict[str, Any]:
             interval=0.1,
             message="the canary's errors in Prometheus",
         )
-        watcher.join(180)
-    assert "confirmed" in seen, "the bad canary was never aborted"
+        confirmed = tracker.wait([name], "the bad canary aborted, weight 0", timeout=180)[name]
+    tracker.stop()
     assert visible is not None
     return {
         "rollout": name,
-        "errors_visible_to_weight_0_seconds": round(seen["confirmed"] - visible, 2),
+        "errors_visible_to_weight_0_seconds": round(confirmed - visible, 2),
     }
 
 
@@ -119,7 +97,7 @@ def main() -> int:
     trials = []
     try:
         for index in range(3):
-            trials.append(trial(kube, api, f"shop-{index}"))
+            trials.append(trial(kube, f"shop-{index}"))
     finally:
         delete_namespace(api, NAMESPACE)  # the operator still runs to release the finalizers
         operator.stop()

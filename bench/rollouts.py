@@ -14,15 +14,12 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 import urllib.request
 import uuid
 from typing import Any
 
-from kubernetes import client, watch
-
-from bench import start, write_result
+from bench import Tracker, start, write_result
 from coalmine import kube as k
 from coalmine.kube import Kube
 from devenv.manifests import canary_rollout, http_route
@@ -76,50 +73,6 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-class Watcher(threading.Thread):
-    """Records when each rollout's status first shows (step index, confirmed weight)."""
-
-    def __init__(self, api: client.ApiClient) -> None:
-        super().__init__(daemon=True)
-        self.objects = client.CustomObjectsApi(api)
-        self.target: tuple[int, int] | None = None
-        self.seen: dict[str, float] = {}
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-
-    def expect(self, step: int, weight: int) -> None:
-        with self.lock:
-            self.target = (step, weight)
-            self.seen = {}
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            stream = watch.Watch()
-            for event in stream.stream(
-                self.objects.list_namespaced_custom_object,
-                "coalmine.dev",
-                "v1alpha1",
-                NAMESPACE,
-                "canaryrollouts",
-                timeout_seconds=30,
-            ):
-                now = time.monotonic()
-                status = event["object"].get("status") or {}
-                name = event["object"]["metadata"]["name"]
-                with self.lock:
-                    if self.target is None or name in self.seen:
-                        continue
-                    step, weight = self.target
-                    if (
-                        status.get("currentStepIndex", -1) >= step
-                        and status.get("confirmedWeight") == weight
-                    ):
-                        self.seen[name] = now
-                if self.stopping.is_set():
-                    stream.stop()
-                    break
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
@@ -146,21 +99,18 @@ def roll_out(kube: Kube, names: list[str], result: dict[str, Any]) -> None:
     result["new_revision_to_first_pause_seconds"] = round(time.monotonic() - started, 1)
 
 
-def gate_round(kube: Kube, watcher: Watcher, names: list[str], weight: int, step: int) -> Any:
+def gate_round(kube: Kube, tracker: Tracker, names: list[str], weight: int, step: int) -> Any:
     """Promote every rollout at once; per rollout, the time to its next weight confirmed."""
-    watcher.expect(step, weight)
+    tracker.expect(
+        lambda s: s.get("currentStepIndex", -1) >= step and s.get("confirmedWeight") == weight
+    )
     before = operator_metrics()
     opened: dict[str, float] = {}
     for name in names:
         token = {"coalmine.dev/promote": uuid.uuid4().hex}
         kube.patch(k.CANARY_ROLLOUTS, NAMESPACE, name, {"metadata": {"annotations": token}})
         opened[name] = time.monotonic()
-    wait_for(
-        lambda: len(watcher.seen),
-        until=lambda n: n == len(names),
-        timeout=180,
-        message=f"every rollout to confirm weight {weight}",
-    )
+    seen = tracker.wait(names, f"every rollout to confirm weight {weight}", timeout=180)
     # The follow-up reconciles (next pause reached, status written) belong to the step's cost.
     wait_phase(
         kube,
@@ -169,7 +119,7 @@ def gate_round(kube: Kube, watcher: Watcher, names: list[str], weight: int, step
         "the next pause",
     )
     after = operator_metrics()
-    latencies = [watcher.seen[n] - opened[n] for n in names]
+    latencies = [seen[n] - opened[n] for n in names]
     writes = sum(after.get(v, 0) - before.get(v, 0) for v in WRITE_VERBS)
     reads = after.get("get", 0) - before.get("get", 0)
     steps_done = 2 * len(names)  # the pause released and the weight step after it
@@ -203,14 +153,14 @@ def main() -> int:
         result["operator_rss_mib_idle"] = rss_mib(operator.pid)
         roll_out(kube, names, result)
         result["operator_rss_mib_in_flight"] = rss_mib(operator.pid)
-        watcher = Watcher(api)
-        watcher.start()
+        tracker = Tracker(kube, NAMESPACE)
+        tracker.start()
         rounds, latencies = [], []
         for _pause, weight, step in ROUNDS:
-            round_latencies, report = gate_round(kube, watcher, names, weight, step)
+            round_latencies, report = gate_round(kube, tracker, names, weight, step)
             latencies += round_latencies
             rounds.append(report)
-        watcher.stopping.set()
+        tracker.stop()
         result["rounds"] = rounds
         result["gate_to_confirmed_seconds"] = summary(latencies)
         result["api_writes_per_step"] = round(

@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench import RESULTS, start, write_result
+from bench import RESULTS, Tracker, start, write_result
 from coalmine import resources as r
-from coalmine.kube import Informer, Kube
+from coalmine.kube import Kube
 from devenv import paths
 from devenv.manifests import http_route
 from devenv.namespaces import recreate_namespace
@@ -79,47 +78,6 @@ def rollout(name: str, version: int, *, gateway: bool) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": spec,
     }
-
-
-class Tracker:
-    """When each rollout of a namespace first meets a condition, seen through an informer."""
-
-    def __init__(self, kube: Kube, namespace: str) -> None:
-        self.informer = Informer(kube, r.CANARY_ROLLOUTS, namespace=namespace)
-        self.informer.handlers.append(self._changed)
-        self.lock = threading.Lock()
-        self.condition: Callable[[Status], bool] = lambda _: False
-        self.seen: dict[str, float] = {}
-
-    def start(self) -> None:
-        self.informer.start()
-        self.informer.synced.wait(60)
-
-    def _changed(self, _: str, obj: dict[str, Any], __: object) -> None:
-        now = time.monotonic()
-        name = obj["metadata"]["name"]
-        with self.lock:
-            if name not in self.seen and self.condition(obj.get("status") or {}):
-                self.seen[name] = now
-
-    def expect(self, condition: Callable[[Status], bool]) -> None:
-        with self.lock:
-            self.condition = condition
-            self.seen = {}
-            for obj in self.informer.select():  # those already there
-                if condition(obj.get("status") or {}):
-                    self.seen[obj["metadata"]["name"]] = time.monotonic()
-
-    def wait(self, names: list[str], message: str, timeout: float = 3600) -> dict[str, float]:
-        wait_for(
-            lambda: sum(1 for n in names if n in self.seen),
-            until=lambda count: count == len(names),
-            timeout=timeout,
-            interval=0.5,
-            message=message,
-        )
-        with self.lock:
-            return dict(self.seen)
 
 
 class Operator:

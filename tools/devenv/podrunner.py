@@ -30,18 +30,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Literal, cast
+from typing import IO, Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from urllib3 import BaseHTTPResponse
 
+from coalmine.kube import CacheNotReadyError, Informer, Kube
+from coalmine.resources import PODS
 from devenv import containers, paths
 from devenv.containers import ContainerSpec
 
@@ -49,17 +49,13 @@ IMAGE_REPOSITORY = "coalmine.dev/demo-app"
 DEFAULT_PORT = 8080
 #: Time a child gets between SIGTERM and SIGKILL, like a short grace period.
 STOP_TIMEOUT_S = 3.0
-#: A full re-list this often repairs anything a missed watch event left wrong.
-RESYNC_INTERVAL_S = 30.0
-#: Upper bound the API server applies to one watch request.
+#: One watch request stays open this long before it is resumed from its last version.
 WATCH_TIMEOUT_S = 60
 #: How often the main loop wakes up to notice dead children and signals.
 TICK_S = 0.25
 #: A child that dies sooner than this after start is crash-looping and backs off.
 MIN_HEALTHY_RUN_S = 10.0
 MAX_BACKOFF_S = 30.0
-#: Events folded into one reconcile at most, so a flood still gets reconciled.
-MAX_BATCH = 10_000
 
 # Where `-m devenv.demoapp` is importable from, whatever the caller's PYTHONPATH.
 _TOOLS_DIR = Path(__file__).resolve().parent.parent
@@ -618,135 +614,14 @@ def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT_S) ->
 
 # --- watching --------------------------------------------------------------------------------
 
-EventType = Literal["SYNC", "ADDED", "MODIFIED", "DELETED"]
-Event = tuple[EventType, Any]
-"""("SYNC", list of pods) after every list; (type, pod) for each watch event."""
 
-
-HTTP_GONE = 410
-
-
-class WatchError(RuntimeError):
-    """The API server ended a watch with an error other than 410 Gone."""
-
-
-def _iter_lines(response: BaseHTTPResponse) -> Iterator[bytes]:
-    buffer = b""
-    for chunk in response.stream(amt=None, decode_content=True):
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        yield from (line for line in lines if line.strip())
-
-
-class PodWatcher(threading.Thread):
-    """Feeds pod lists and pod events into a queue; the main thread owns all state.
-
-    Keeping network calls off the main thread leaves it free to react to
-    signals and dead children while a watch request is blocked.
-    """
-
-    def __init__(self, core_v1: Any, events: "queue.Queue[Event]") -> None:
-        super().__init__(name="pod-watcher", daemon=True)
-        self._core_v1 = core_v1
-        self._events = events
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        failures = 0
-        while not self.stopping.is_set():
-            try:
-                self._list_and_watch()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                delay = min(MAX_BACKOFF_S, 0.5 * 2**failures)
-                log.warning("pod watch failed (%s); re-listing in %.1f s", exc, delay)
-                self.stopping.wait(delay)
-
-    def _list_and_watch(self) -> None:
-        listed = cast(
-            BaseHTTPResponse,
-            self._core_v1.list_pod_for_all_namespaces(
-                _preload_content=False, _request_timeout=(10, 60)
-            ),
-        )
-        try:
-            body = json.loads(listed.data)
-        finally:
-            listed.release_conn()
-        version = str(body["metadata"]["resourceVersion"])
-        self._events.put(("SYNC", body.get("items") or []))
-        resync_at = time.monotonic() + RESYNC_INTERVAL_S
-        while not self.stopping.is_set():
-            remaining = int(resync_at - time.monotonic())
-            if remaining <= 0:
-                return
-            watched = self._watch(version, min(WATCH_TIMEOUT_S, remaining))
-            if watched is None:
-                return
-            version = watched
-
-    def _watch(self, version: str, timeout: int) -> str | None:
-        """Stream events from ``version``; the version to resume from, or None to re-list."""
-        response = cast(
-            BaseHTTPResponse,
-            self._core_v1.list_pod_for_all_namespaces(
-                watch=True,
-                resource_version=version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout,
-                _preload_content=False,
-                # The server ends the watch after `timeout`; the read timeout only
-                # catches a connection that died without telling anyone.
-                _request_timeout=(10, timeout + 30),
-            ),
-        )
-        try:
-            for line in _iter_lines(response):
-                event = json.loads(line)
-                kind = event.get("type")
-                obj = event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == HTTP_GONE:
-                        # The version is too old to resume from: a fresh list has a new one.
-                        log.info("watch expired (%s); re-listing", obj.get("message"))
-                        return None
-                    # Raising lets run() back off instead of hammering a failing server.
-                    raise WatchError(f"watch error: {obj.get('message', obj)}")
-                new_version = (obj.get("metadata") or {}).get("resourceVersion")
-                if new_version:
-                    version = str(new_version)
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self._events.put((kind, obj))
-                if self.stopping.is_set():
-                    return None
-        finally:
-            response.release_conn()
-        return version
-
-
-class PodCache:
-    """The last known pods by uid, kept from the watcher's events."""
-
-    def __init__(self) -> None:
-        self._pods: dict[str, dict[str, Any]] = {}
-
-    def apply(self, event: Event) -> None:
-        kind, payload = event
-        if kind == "SYNC":
-            self._pods = {_uid(pod): pod for pod in payload}
-        elif kind == "DELETED":
-            self._pods.pop(_uid(payload), None)
-        else:
-            self._pods[_uid(payload)] = payload
-
-    def pods(self) -> list[dict[str, Any]]:
-        return list(self._pods.values())
-
-
-def _uid(pod: Mapping[str, Any]) -> str:
-    metadata = pod.get("metadata") or {}
-    return str(metadata.get("uid") or f"{metadata.get('namespace')}/{metadata.get('name')}")
+def _current(pods: Informer) -> list[dict[str, Any]] | None:
+    """The pods as last seen; None while the cache cannot be trusted (a broken watch): then
+    nothing is started or stopped, least of all every process because the list looks empty."""
+    try:
+        return pods.select()
+    except CacheNotReadyError:
+        return None
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -794,34 +669,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner.write_state()
     for name in containers.remove_leftovers(args.netns):
         log.info("removed container %s, left by a previous runner", name)
-    events: queue.Queue[Event] = queue.Queue()
-    watcher = PodWatcher(core_v1, events)
-    watcher.start()
-    cache = PodCache()
+    # The operator's own informer: list, watch from the list's version, re-list on 410 Gone,
+    # back off on errors. Its thread only says "something changed"; the main thread owns all
+    # state, and stays free to react to signals and dead children.
+    changed: queue.Queue[None] = queue.Queue()
+    pods = Informer(Kube.connect(str(args.kubeconfig)), PODS, watch_seconds=WATCH_TIMEOUT_S)
+    pods.handlers.append(lambda *_: changed.put(None))
+    pods.recovered.append(lambda: changed.put(None))
+    pods.start()
     log.info("watching pods with %s; state in %s", args.kubeconfig, args.state_file)
     try:
         while not stopping:
             try:
                 # A bounded wait, so a signal or a dead child is noticed within a tick.
-                cache.apply(events.get(timeout=TICK_S))
+                changed.get(timeout=TICK_S)
             except queue.Empty:
                 if runner.needs_attention():
                     runner.retry()
-                if runner.reap():
-                    runner.release(core_v1, terminating_containers(cache.pods()))
+                current = _current(pods)
+                if runner.reap() and current is not None:
+                    runner.release(core_v1, terminating_containers(current))
                 runner.report_ready(core_v1)
                 continue
             # Fold a burst of events (a rollout, a re-list) into one reconcile.
-            for _ in range(MAX_BATCH):
-                try:
-                    cache.apply(events.get_nowait())
-                except queue.Empty:
-                    break
-            runner.reconcile(desired_processes(cache.pods()))
-            runner.release(core_v1, terminating_containers(cache.pods()))
+            while not changed.empty():
+                changed.get_nowait()
+            current = _current(pods)
+            if current is not None:
+                runner.reconcile(desired_processes(current))
+                runner.release(core_v1, terminating_containers(current))
             runner.report_ready(core_v1)
     finally:
-        watcher.stopping.set()
+        pods.stop()
         log.info("stopping %d demo app(s) and container(s)", len(runner.children))
         runner.stop_all()
     return 0
