@@ -29,7 +29,8 @@ from coalmine.analysis.evaluate import (
     evaluate,
 )
 from coalmine.analysis.prometheus import Prometheus
-from coalmine.analysis.query import QueryVariables, render_metric
+from coalmine.analysis.query import QueryVariables
+from coalmine.analysis.runner import render_metric
 from coalmine.analysis.spec import AnalysisTemplateSpec, Metric
 from devenv import paths
 from devenv.waiting import wait_for

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from coalmine.analysis.evaluate import Measurement, MeasurementOutcome
 from coalmine.analysis.limits import (
-    HISTORY_LIMIT,
     MetricRecord,
     analysis_verdict,
     metric_verdict,
@@ -23,6 +22,7 @@ from coalmine.analysis.limits import (
     verdict,
 )
 from coalmine.analysis.spec import Metric
+from coalmine.api.limits import MEASUREMENTS_LIMIT
 from coalmine.api.vocabulary import AnalysisVerdict
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -147,7 +147,7 @@ def test_the_record_counts_everything_and_keeps_the_latest() -> None:
     assert kept.critical_failures == 1
     assert (kept.measured, kept.judged) == (15, 12)
     assert (kept.consecutive_errors, kept.longest_error_run) == (1, 2)
-    assert [m.message for m in kept.recent] == list(letters[-HISTORY_LIMIT:])
+    assert [m.message for m in kept.recent] == list(letters[-MEASUREMENTS_LIMIT:])
     assert kept.last_at == T0 + 14 * timedelta(seconds=30)
     assert len(MetricRecord.of(measurements(letters), keep=3).recent) == 3
     with pytest.raises(ValueError, match="at least"):

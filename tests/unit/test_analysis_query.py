@@ -25,8 +25,8 @@ from coalmine.analysis.query import (
     promql_duration,
     referenced_arguments,
     render,
-    render_metric,
 )
+from coalmine.analysis.runner import render_metric
 from coalmine.analysis.spec import Metric, expression_problems
 
 VARS = QueryVariables(

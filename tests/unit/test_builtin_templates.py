@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from coalmine.analysis.evaluate import MeasurementOutcome, Observation, Sample, evaluate
-from coalmine.analysis.query import QueryVariables, render_metric
+from coalmine.analysis.query import QueryVariables
+from coalmine.analysis.runner import render_metric
 from coalmine.analysis.spec import (
     CLUSTER_TEMPLATE_KIND,
     AnalysisRef,

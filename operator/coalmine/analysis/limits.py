@@ -39,10 +39,8 @@ from typing import Final
 
 from coalmine.analysis.evaluate import Measurement, MeasurementOutcome
 from coalmine.analysis.spec import Metric
+from coalmine.api.limits import MEASUREMENTS_LIMIT
 from coalmine.api.vocabulary import AnalysisVerdict
-
-HISTORY_LIMIT: Final = 10
-"""Measurements kept per metric for the status; the counters cover the rest."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class MetricRecord:
         """Measurements that judged the canary: Successful, Failed or Inconclusive."""
         return self.successful + self.failed + self.inconclusive
 
-    def add(self, measurement: Measurement, *, keep: int = HISTORY_LIMIT) -> MetricRecord:
+    def add(self, measurement: Measurement, *, keep: int = MEASUREMENTS_LIMIT) -> MetricRecord:
         """This record with one more measurement, keeping the latest `keep` (at least 1)."""
         if keep < 1:
             raise ValueError("keep at least the latest measurement")
@@ -95,7 +93,9 @@ class MetricRecord:
         )
 
     @classmethod
-    def of(cls, measurements: Iterable[Measurement], *, keep: int = HISTORY_LIMIT) -> MetricRecord:
+    def of(
+        cls, measurements: Iterable[Measurement], *, keep: int = MEASUREMENTS_LIMIT
+    ) -> MetricRecord:
         """The record of these measurements, oldest first."""
         record = cls()
         for measurement in measurements:

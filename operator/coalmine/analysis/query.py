@@ -30,10 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from coalmine.analysis.spec import Metric
+from typing import Final
 
 NAMESPACE: Final = "namespace"
 ROLLOUT: Final = "rollout"
@@ -278,26 +275,6 @@ def render(
         last = placeholder.end
     pieces.append(template[last:])
     return "".join(pieces)
-
-
-def render_metric(metric: Metric, variables: QueryVariables) -> MetricQueries:
-    """Every query one measurement of `metric` runs: the stable side only for baseline metrics,
-    the minSample query only when set. Raises QueryError like `render`."""
-    interval = metric.interval_length
-
-    def side(template: str, which: Side) -> str:
-        return render(template, variables, interval=interval, side=which, metric=metric.name)
-
-    main = metric.provider.prometheus.query
-    sample = metric.min_sample.query if metric.min_sample is not None else None
-    return MetricQueries(
-        canary=side(main, Side.CANARY),
-        stable=side(main, Side.STABLE) if metric.baseline else None,
-        canary_min_sample=side(sample, Side.CANARY) if sample is not None else None,
-        stable_min_sample=(
-            side(sample, Side.STABLE) if sample is not None and metric.baseline else None
-        ),
-    )
 
 
 def _unknown(variable: str) -> str:

@@ -29,6 +29,7 @@ from coalmine.analysis.spec import (
     AnalysisRef,
     AnalysisTemplateSpec,
     BackgroundAnalysis,
+    Metric,
     ResolvedMetric,
     resolve,
 )
@@ -121,10 +122,30 @@ def validate(kube: Kube, rollout: CanaryRollout) -> None:
     for ref, path, blocking in refs(rollout):
         for resolved in metrics_of(kube, rollout, ref, path, blocking):
             try:
-                query.render_metric(resolved.metric, _with_args(variables, resolved))
+                render_metric(resolved.metric, _with_args(variables, resolved))
             except query.QueryError as error:
                 field = f"{resolved.path}.provider.prometheus.query"
                 raise SpecError((Problem(field, str(error)),)) from None
+
+
+def render_metric(metric: Metric, variables: query.QueryVariables) -> query.MetricQueries:
+    """Every query one measurement of `metric` runs: the stable side only for baseline metrics,
+    the minSample query only when set. Raises QueryError like `query.render`."""
+    interval = metric.interval_length
+
+    def side(template: str, which: query.Side) -> str:
+        return query.render(template, variables, interval=interval, side=which, metric=metric.name)
+
+    main = metric.provider.prometheus.query
+    sample = metric.min_sample.query if metric.min_sample is not None else None
+    return query.MetricQueries(
+        canary=side(main, query.Side.CANARY),
+        stable=side(main, query.Side.STABLE) if metric.baseline else None,
+        canary_min_sample=side(sample, query.Side.CANARY) if sample is not None else None,
+        stable_min_sample=(
+            side(sample, query.Side.STABLE) if sample is not None and metric.baseline else None
+        ),
+    )
 
 
 def _variables(rollout: CanaryRollout, stable: str, canary: str) -> query.QueryVariables:
@@ -290,7 +311,7 @@ class Runner:
             resolved,
         )
         try:
-            queries = query.render_metric(resolved.metric, variables)
+            queries = render_metric(resolved.metric, variables)
         except query.QueryError as error:
             return evaluate(
                 resolved.metric, Observation(ProviderError(str(error))), at=now, args=resolved.args

@@ -15,6 +15,8 @@ MAX_WEIGHT = 100
 MAX_STEPS = 100
 MAX_REVISION_HISTORY_LIMIT = 50
 HISTORY_LIMIT = 10
+MEASUREMENTS_LIMIT = 10
+"""Measurements of one analysis metric kept in the status (its counters cover the rest)."""
 PENDING_SCALE_DOWN_LIMIT = 10
 MAX_CONDITIONS = 16
 MAX_ISTIO_ROUTES = 32

@@ -20,6 +20,7 @@ from coalmine.api.limits import (
     MAX_CONDITIONS,
     MAX_STEPS,
     MAX_WEIGHT,
+    MEASUREMENTS_LIMIT,
     PENDING_SCALE_DOWN_LIMIT,
 )
 from coalmine.api.types import StatusModel, plain_json
@@ -117,7 +118,9 @@ class MetricStatus(StatusModel):
     """Errors since the last measurement that was not one."""
     longest_error_run: int = 0
     """The most errors there were in a row (consecutiveErrorLimit pauses the canary)."""
-    measurements: list[MeasurementStatus] = Field(default_factory=list, max_length=10)
+    measurements: list[MeasurementStatus] = Field(
+        default_factory=list, max_length=MEASUREMENTS_LIMIT
+    )
     """The latest measurements, oldest first (at most 10)."""
 
 
