@@ -473,8 +473,14 @@ class Kube:
         resource_version: str | None = None,
         timeout_seconds: int = 300,
         bookmarks: bool = False,
+        quiet_seconds: float | None = None,
     ) -> Iterator[tuple[str, Obj]]:
         """Stream the watch events (type, object) of a resource as the API server sends them.
+
+        ``quiet_seconds``: with bookmarks, which the API server sends about once a minute on an
+        idle watch, a stream silent for longer is taken for a dead connection and simply ends
+        (the caller resumes from its last version); without it, the read timeout is the
+        server's own timeout plus 30 s.
 
         ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK. Without ``resource_version`` the server
         first sends an ADDED event for every existing object; with one, only what changed after
@@ -494,10 +500,9 @@ class Kube:
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
+        read_timeout = quiet_seconds if quiet_seconds is not None else timeout_seconds + 30
         try:
-            # The read timeout outlasts the server's own, so a silent stream ends on the
-            # server's terms; a dead connection still ends on ours.
-            response = self.api.call_api(*serialized, _request_timeout=(30, timeout_seconds + 30))
+            response = self.api.call_api(*serialized, _request_timeout=(30, read_timeout))
         except ApiException as exc:
             raise _error(exc) from exc
         except (OSError, urllib3.exceptions.HTTPError) as exc:
@@ -525,6 +530,10 @@ class Kube:
                         failure.body = json.dumps(obj)
                         raise _error(failure)
                     yield str(event.get("type")), obj
+        except urllib3.exceptions.ReadTimeoutError:
+            if quiet_seconds is None:
+                raise KubeError(0, "Unreachable", "the watch went silent") from None
+            return  # silent past the bookmarks' pace: a dead connection; resume from the version
         except (OSError, urllib3.exceptions.HTTPError) as exc:
             raise KubeError(0, "Unreachable", str(exc)) from exc
         finally:
@@ -605,7 +614,13 @@ Handler = Callable[[str, Obj, Obj | None], None]
 """Called with (event type, the object as now cached, the object before) for each change."""
 
 _RELIST_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-_ABSENT_RECHECK_SECONDS = 30.0
+_ABSENT_RECHECK_SECONDS = 300.0
+"""A kind that is not installed (a mesh's CRD) is looked for again this often."""
+_WATCH_SECONDS = 1800
+"""How long the API server keeps one watch open: long, so an idle operator costs almost no
+requests; bookmarks (about one a minute) show the connection is alive meanwhile."""
+_QUIET_SECONDS = 150.0
+"""No bookmark nor event for this long: the connection is taken for dead and resumed."""
 _PAGE_SIZE = 500
 
 
@@ -664,7 +679,7 @@ class Informer:
         name: str | None = None,
         transform: Callable[[Obj], Obj] = trim,
         required: bool = True,
-        watch_seconds: int = 300,
+        watch_seconds: int = _WATCH_SECONDS,
     ) -> None:
         self.kube = kube
         self.resource = resource
@@ -874,6 +889,7 @@ class Informer:
                 resource_version=self.version,
                 timeout_seconds=timeout,
                 bookmarks=True,
+                quiet_seconds=_QUIET_SECONDS,
             ):
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if event == "BOOKMARK":

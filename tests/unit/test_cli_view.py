@@ -731,6 +731,7 @@ class FakeKube(Kube):
         resource_version: str | None = None,
         timeout_seconds: int = 300,
         bookmarks: bool = False,
+        quiet_seconds: float | None = None,
     ) -> Iterator[tuple[str, Obj]]:
         self._count("watch")
         self.watched.append(resource_version)

@@ -73,6 +73,7 @@ class ScriptedKube(Kube):
         resource_version: str | None = None,
         timeout_seconds: int = 300,
         bookmarks: bool = False,
+        quiet_seconds: float | None = None,
     ) -> Iterator[tuple[str, Obj]]:
         self.watched.append(resource_version)
         if not self.streams:
