@@ -208,3 +208,26 @@ def test_min_ready_seconds_delays_traffic_until_pods_are_available() -> None:
     decision = m.decide(world.plan, world.memory, replace(observed, revisions=revisions), world.now)
     assert not any(isinstance(a, m.SetWeight) and a.weight > 0 for a in decision.actions)
     assert "waiting for 1 ready canary pods" in decision.memory.message
+
+
+def test_item_2_a_surged_stable_is_ready_before_the_canary_takes_its_share() -> None:
+    """Found by the random histories: 6 replicas at setWeight 8 need 1 canary pod beside 12
+    stable ones; the canary grew first, and while the stable surged it had 1 of 7 (14%)."""
+    world = World(
+        replace(
+            plan("rev1", weighted=False),
+            replicas=6,
+            steps=(m.Step(StepAction.SET_WEIGHT, weight=8), m.Step(StepAction.PAUSE)),
+        )
+    )
+    world.settle()
+    world.set_template("rev2")
+    for _ in range(30):
+        world.step()
+        world.pods_become_ready()
+        weight = world.observe().weight
+        assert weight is not None
+        assert weight <= 8, f"the canary got {weight}%"
+        world.advance(1)
+    assert world.memory.phase == Phase.PAUSED
+    assert (world.deployments["rev2"].ready, world.deployments["rev1"].ready) == (1, 12)

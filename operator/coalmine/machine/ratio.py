@@ -1,8 +1,9 @@
 """No router: the weight is the canary's share of the ready pods behind the one Service.
 
 Replica counts realise a weight (see `ratio_sizes` for the rounding): pods are grown before
-others shrink, so serving capacity never drops below what a step needs, and the canary's real
-share never exceeds the step's weight. Traffic leaves a canary only as its pods go away, so an
+others shrink, so serving capacity never drops below what a step needs, and the stable revision
+grows before the canary does, so the canary's real share never exceeds the step's weight, not
+even while pods come up one by one. Traffic leaves a canary only as its pods go away, so an
 abort first brings the stable revision back to full size. The read-back is the share of ready
 endpoints of the rollout's Service that belong to the canary revision.
 """
@@ -61,15 +62,17 @@ class ReplicaRatio:
                 "exceeding it: it gets no pod at this step (use a router for small weights)",
                 warning=True,
             )
-        # Grow first, shrink second.
-        if b.available(canary) < canary_size:
-            b.scale(canary, max(canary_size, b.replicas(canary) or 0))
-            waiting_for_canary_pods(b, canary, canary_size)
-            return False
+        # Grow before anything shrinks, so capacity never drops; and the stable grows first, so
+        # while pods come up one by one the canary's share only falls (a surged stable must be
+        # ready before the canary's pod is, or the canary briefly gets more than the weight).
         if b.available(stable) < stable_size:
             b.scale(stable, max(stable_size, b.replicas(stable) or 0))
             if not waiting_for_stable_pods(b, stable, stable_size):
                 return False
+        if b.available(canary) < canary_size:
+            b.scale(canary, max(canary_size, b.replicas(canary) or 0))
+            waiting_for_canary_pods(b, canary, canary_size)
+            return False
         b.scale(canary, canary_size)
         b.scale(stable, stable_size)
         stable_ready = min(stable_size, b.available(stable))
