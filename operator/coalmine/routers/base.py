@@ -9,7 +9,9 @@ weights of the stable and canary backends) and own whatever they create.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from pydantic.alias_generators import to_camel
 
 from coalmine import resources as r
 from coalmine.api.types import SpecModel
@@ -35,10 +37,23 @@ class RoutingConfig(SpecModel):
     weighted: ClassVar[bool] = True
     """True when the weight lives in a routing object; False when replica counts realise it."""
 
+    key: ClassVar[str]
+    """The block's name in ``spec.trafficRouting`` (the registry is keyed by it)."""
+    names: ClassVar[tuple[Resource, str] | None] = None
+    """The kind of object this configuration names, and the field that names it (in the
+    rollout's namespace)."""
+
+    def named(self) -> str:
+        """The name of the object this configuration names."""
+        assert self.names is not None
+        return str(getattr(self, self.names[1]))
+
     def references(self, namespace: str) -> list[Reference]:
         """The objects this configuration points at, as (kind, namespace, name): a change to one
         of them concerns the rollout. ``name`` "*" stands for every object of the namespace."""
-        return []
+        if self.names is None:
+            return []
+        return [(self.names[0], namespace, self.named())]
 
 
 class RouterError(RuntimeError):
@@ -48,6 +63,9 @@ class RouterError(RuntimeError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+C = TypeVar("C", bound=RoutingConfig)
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,18 @@ class Target:
     stable_revision: str | None = None
     canary_revision: str | None = None
     field_path: str = "spec.trafficRouting"
+
+    def routing(self, model: type[C]) -> C:
+        """The router's configuration as its own model (each router asks for its own)."""
+        assert isinstance(self.config, model), f"{type(self.config).__name__} is not {model}"
+        return self.config
+
+    def field(self, name: str | None = None) -> str:
+        """The spec field path of ``name`` in the router's block (default: the one naming its
+        object), as errors name it: ``spec.trafficRouting.nginx.ingress``."""
+        names = self.config.names
+        field = name or (to_camel(names[1]) if names else "")
+        return f"{self.field_path}.{self.config.key}.{field}"
 
     def owned_metadata(self, name: str) -> Obj:
         return {

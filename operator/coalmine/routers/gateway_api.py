@@ -42,6 +42,8 @@ from coalmine.routers.base import (
 class GatewayAPIRouting(RoutingConfig):
     """Split traffic with the backendRefs weights of a Gateway API HTTPRoute."""
 
+    key = "gatewayAPI"
+
     http_route: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
     """Name of the HTTPRoute whose rules send traffic to the Service."""
 
@@ -58,17 +60,12 @@ class GatewayAPIRouting(RoutingConfig):
         return found
 
 
-def _config(target: Target) -> GatewayAPIRouting:
-    assert isinstance(target.config, GatewayAPIRouting)
-    return target.config
-
-
 def _route_name(target: Target) -> str:
-    return _config(target).http_route
+    return target.routing(GatewayAPIRouting).http_route
 
 
 def _route_namespace(target: Target) -> str:
-    return _config(target).namespace or target.namespace
+    return target.routing(GatewayAPIRouting).namespace or target.namespace
 
 
 def _is(ref: dict[str, Any], service: str, target: Target, route_namespace: str) -> bool:
@@ -136,7 +133,7 @@ class GatewayAPIRouter:
             kube.list(r.REFERENCE_GRANTS, where), target, name
         ):
             raise RouterError(
-                f"{target.field_path}.gatewayAPI.namespace",
+                target.field("namespace"),
                 f"HTTPRoute {where}/{name} is in another namespace, and no ReferenceGrant there "
                 f"allows CanaryRollouts of namespace {target.namespace} to use it (from: group "
                 f"{CANARY_ROLLOUTS.group}, kind {CANARY_ROLLOUTS.kind}, namespace "
@@ -145,13 +142,13 @@ class GatewayAPIRouter:
         route = kube.get(r.HTTP_ROUTES, where, name)
         if route is None:
             raise RouterError(
-                f"{target.field_path}.gatewayAPI.httpRoute",
+                target.field("httpRoute"),
                 f"HTTPRoute {_route_namespace(target)}/{name} does not exist",
             )
         refs = _refs(route, target)
         if not refs:
             raise RouterError(
-                f"{target.field_path}.gatewayAPI.httpRoute",
+                target.field("httpRoute"),
                 f"HTTPRoute {name} has no rule with backendRefs to Services "
                 f"{target.stable_service} and {target.canary_service}",
             )

@@ -34,7 +34,6 @@ from pydantic import Field, StrictStr
 
 from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, MAX_ISTIO_ROUTES, NAME_MAX_LENGTH
 from coalmine.routers.base import (
-    Reference,
     RouterError,
     RoutingConfig,
     Target,
@@ -89,25 +88,16 @@ class IstioRouting(RoutingConfig):
     )
     """Names of the HTTP routes in the VirtualService whose weights coalmine sets."""
 
-    def references(self, namespace: str) -> list[Reference]:
-        return [(r.VIRTUAL_SERVICES, namespace, self.virtual_service)]
-
-
-def _field(target: Target, key: str) -> str:
-    return f"{target.field_path}.istio.{key}"
-
-
-def _config(target: Target) -> IstioRouting:
-    assert isinstance(target.config, IstioRouting)
-    return target.config
+    key = "istio"
+    names = (r.VIRTUAL_SERVICES, "virtual_service")
 
 
 def virtual_service_name(target: Target) -> str:
-    return _config(target).virtual_service
+    return target.routing(IstioRouting).virtual_service
 
 
 def route_names(target: Target) -> list[str]:
-    return list(_config(target).routes)
+    return list(target.routing(IstioRouting).routes)
 
 
 def find_routes(virtual_service: Obj, target: Target) -> list[RouteRef]:
@@ -116,7 +106,7 @@ def find_routes(virtual_service: Obj, target: Target) -> list[RouteRef]:
     http = (virtual_service.get("spec") or {}).get("http") or []
     refs: list[RouteRef] = []
     for position, name in enumerate(route_names(target)):
-        field = _field(target, f"routes[{position}]")
+        field = target.field(f"routes[{position}]")
         indexes = [i for i, route in enumerate(http) if route.get("name") == name]
         if not indexes:
             raise RouterError(field, f"VirtualService {vs_name} has no HTTP route named {name!r}")
@@ -215,7 +205,7 @@ class IstioRouter:
         virtual_service = kube.get(r.VIRTUAL_SERVICES, target.namespace, name)
         if virtual_service is None:
             raise RouterError(
-                _field(target, "virtualService"),
+                target.field("virtualService"),
                 f"VirtualService {target.namespace}/{name} does not exist",
             )
         return virtual_service, find_routes(virtual_service, target)

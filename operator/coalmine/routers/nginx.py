@@ -35,7 +35,6 @@ from pydantic import Field, StrictStr
 
 from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, NAME_MAX_LENGTH
 from coalmine.routers.base import (
-    Reference,
     RouterError,
     RoutingConfig,
     Target,
@@ -55,30 +54,25 @@ CANARY_SUFFIX = "-canary"
 # --- the canary Ingress, derived from the user's ---------------------------------------------
 
 
-def _field(target: Target) -> str:
-    return f"{target.field_path}.nginx.ingress"
-
-
 class NginxRouting(RoutingConfig):
     """Split traffic with a canary Ingress beside an ingress-nginx Ingress."""
 
     ingress: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
     """Name of the Ingress that routes to the Service; coalmine adds a canary Ingress beside it."""
 
-    def references(self, namespace: str) -> list[Reference]:
-        return [(r.INGRESSES, namespace, self.ingress)]
+    key = "nginx"
+    names = (r.INGRESSES, "ingress")
 
 
 def ingress_name(target: Target) -> str:
-    assert isinstance(target.config, NginxRouting)
-    return target.config.ingress
+    return target.routing(NginxRouting).named()
 
 
 def canary_name(target: Target) -> str:
     name = ingress_name(target) + CANARY_SUFFIX
     if len(name) > NAME_MAX_LENGTH:
         raise RouterError(
-            _field(target),
+            target.field(),
             f"the canary Ingress {name!r} would be longer than {NAME_MAX_LENGTH} characters",
         )
     return name
@@ -113,7 +107,7 @@ def canary_spec(ingress: Obj, target: Target) -> Obj:
             rules.append({**rule, "http": {**http, "paths": paths}})
     if not rules and default is None:
         raise RouterError(
-            _field(target),
+            target.field(),
             f"Ingress {ingress['metadata']['name']} has no backend that sends to Service "
             f"{target.stable_service}",
         )
@@ -180,10 +174,10 @@ class NginxRouter:
         name = ingress_name(target)
         ingress = kube.get(r.INGRESSES, target.namespace, name)
         if ingress is None:
-            raise RouterError(_field(target), f"Ingress {target.namespace}/{name} does not exist")
+            raise RouterError(target.field(), f"Ingress {target.namespace}/{name} does not exist")
         if (ingress["metadata"].get("annotations") or {}).get(CANARY_ANNOTATION) == "true":
             raise RouterError(
-                _field(target), f"Ingress {name} is itself a canary Ingress; name the main one"
+                target.field(), f"Ingress {name} is itself a canary Ingress; name the main one"
             )
         return ingress
 
@@ -193,7 +187,7 @@ class NginxRouter:
         current = kube.get(r.INGRESSES, target.namespace, name)
         if current is not None and not belongs_to(current, target):
             raise RouterError(
-                _field(target),
+                target.field(),
                 f"Ingress {name} exists and is not managed by coalmine for rollout "
                 f"{target.rollout}; rename or delete it",
             )
@@ -208,7 +202,7 @@ class NginxRouter:
         )
         if rival is not None:
             raise RouterError(
-                _field(target),
+                target.field(),
                 f"Ingress {rival['metadata']['name']} is already the canary of a rule of Ingress "
                 f"{ingress['metadata']['name']}, and ingress-nginx takes one canary per rule",
             )

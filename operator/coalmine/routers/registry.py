@@ -27,13 +27,16 @@ class RouterEntry:
     config: type[RoutingConfig]
 
 
-DEFAULT_ROUTER: Final = "replicaRatio"
+DEFAULT_ROUTER: Final = ReplicaRatioRouting.key
 """The router of a rollout whose spec has no trafficRouting: no mesh, the ratio of replicas."""
 
 ROUTERS: Mapping[str, RouterEntry] = {
-    DEFAULT_ROUTER: RouterEntry(ReplicaRatioRouter(), ReplicaRatioRouting),
-    "gatewayAPI": RouterEntry(GatewayAPIRouter(), GatewayAPIRouting),
-    "nginx": RouterEntry(NginxRouter(), NginxRouting),
-    "istio": RouterEntry(IstioRouter(), IstioRouting),
-    "smi": RouterEntry(SMIRouter(), SMIRouting),
+    entry.config.key: entry
+    for entry in (
+        RouterEntry(ReplicaRatioRouter(), ReplicaRatioRouting),
+        RouterEntry(GatewayAPIRouter(), GatewayAPIRouting),
+        RouterEntry(NginxRouter(), NginxRouting),
+        RouterEntry(IstioRouter(), IstioRouting),
+        RouterEntry(SMIRouter(), SMIRouting),
+    )
 }

@@ -21,6 +21,7 @@ class ReplicaRatioRouting(RoutingConfig):
     `replicaRatio: {}` is what an omitted trafficRouting means, written explicitly.
     """
 
+    key = "replicaRatio"
     weighted = False
 
 

@@ -24,7 +24,6 @@ from pydantic import Field, StrictStr
 
 from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, NAME_MAX_LENGTH
 from coalmine.routers.base import (
-    Reference,
     RouterError,
     RoutingConfig,
     Target,
@@ -35,23 +34,18 @@ from coalmine.routers.base import (
 )
 
 
-def _field(target: Target) -> str:
-    return f"{target.field_path}.smi.trafficSplit"
-
-
 class SMIRouting(RoutingConfig):
     """Split traffic with an SMI TrafficSplit."""
 
     traffic_split: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
     """Name of the TrafficSplit coalmine creates and owns, in the rollout's namespace."""
 
-    def references(self, namespace: str) -> list[Reference]:
-        return [(r.TRAFFIC_SPLITS, namespace, self.traffic_split)]
+    key = "smi"
+    names = (r.TRAFFIC_SPLITS, "traffic_split")
 
 
 def split_name(target: Target) -> str:
-    assert isinstance(target.config, SMIRouting)
-    return target.config.traffic_split
+    return target.routing(SMIRouting).named()
 
 
 def backends(target: Target, weight: int) -> list[Obj]:
@@ -93,7 +87,7 @@ class SMIRouter:
         current = kube.get(r.TRAFFIC_SPLITS, target.namespace, name)
         if current is not None and not belongs_to(current, target):
             raise RouterError(
-                _field(target),
+                target.field(),
                 f"TrafficSplit {target.namespace}/{name} exists and is not managed by coalmine "
                 f"for rollout {target.rollout}; rename or delete it",
             )
