@@ -215,7 +215,8 @@ def test_latency_is_injected(start_demo: StartDemo) -> None:
     assert elapsed >= 0.2
     text = requests.get(f"{demo.url}/metrics", timeout=5).text
     assert 'demo_http_request_duration_seconds_bucket{le="0.1",version="1.2.3"} 0.0' in text
-    assert 'demo_http_request_duration_seconds_bucket{le="0.25",version="1.2.3"} 1.0' in text
+    # Only the lower bound is certain: a loaded machine may add any delay on top.
+    assert 'demo_http_request_duration_seconds_count{version="1.2.3"} 1.0' in text
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(start_demo: StartDemo) -> None:

@@ -183,6 +183,44 @@ def owned_patch(current: Obj, desired: Obj) -> JsonPatch:
     return ops
 
 
+def our_object(kube: Kube, resource: Resource, target: Target, name: str) -> Obj | None:
+    """The object ``name`` when coalmine made it for this rollout; None otherwise."""
+    current = kube.get(resource, target.namespace, name)
+    if current is None or not belongs_to(current, target):
+        return None
+    return current
+
+
+def claimed_object(kube: Kube, resource: Resource, target: Target, name: str) -> Obj | None:
+    """The object ``name`` coalmine made for this rollout, None when there is none yet.
+
+    A namesake that someone else made is refused: coalmine never takes over an object it
+    did not create, since patching it would overwrite what its owner set.
+    """
+    current = kube.get(resource, target.namespace, name)
+    if current is not None and not belongs_to(current, target):
+        raise RouterError(
+            target.field(),
+            f"{resource.kind} {target.namespace}/{name} exists and is not managed by coalmine "
+            f"for rollout {target.rollout}; rename or delete it",
+        )
+    return current
+
+
+def converge_owned(
+    kube: Kube, resource: Resource, target: Target, current: Obj | None, desired: Obj
+) -> None:
+    """Create ``desired``, or patch ``current`` (from ``claimed_object``) to it when they differ."""
+    if current is None:
+        kube.create(resource, target.namespace, desired)
+        return
+    patch = owned_patch(current, desired)
+    if patch:
+        kube.patch(
+            resource, target.namespace, desired["metadata"]["name"], patch, patch_type="json"
+        )
+
+
 def ready_revisions(kube: Kube, namespace: str, service: str) -> dict[str, int]:
     """Ready endpoints of a Service, counted by the revision label of the pod behind each.
 

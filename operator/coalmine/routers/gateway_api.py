@@ -16,19 +16,16 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from coalmine import resources as r
-from coalmine.resources import CANARY_ROLLOUTS, Obj
-
-if TYPE_CHECKING:
-    from coalmine.kube import Kube
 from pydantic import Field, StrictStr
 
+from coalmine import resources as r
 from coalmine.api.limits import (
     DNS1123_LABEL_PATTERN,
     DNS1123_SUBDOMAIN_PATTERN,
     LABEL_MAX_LENGTH,
     NAME_MAX_LENGTH,
 )
+from coalmine.resources import CANARY_ROLLOUTS, Obj
 from coalmine.routers.base import (
     Reference,
     RouterError,
@@ -37,6 +34,9 @@ from coalmine.routers.base import (
     percentage,
     split,
 )
+
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
 
 
 class GatewayAPIRouting(RoutingConfig):

@@ -25,14 +25,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-from coalmine import resources as r
-from coalmine.resources import Obj
-
-if TYPE_CHECKING:
-    from coalmine.kube import Kube
 from pydantic import Field, StrictStr
 
+from coalmine import resources as r
 from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, MAX_ISTIO_ROUTES, NAME_MAX_LENGTH
+from coalmine.resources import Obj
 from coalmine.routers.base import (
     RouterError,
     RoutingConfig,
@@ -40,6 +37,9 @@ from coalmine.routers.base import (
     percentage,
     split,
 )
+
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
 
 CLUSTER_DOMAIN = "cluster.local"
 

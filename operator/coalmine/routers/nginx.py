@@ -26,23 +26,25 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING
 
-from coalmine import resources as r
-from coalmine.resources import Obj
-
-if TYPE_CHECKING:
-    from coalmine.kube import Kube
 from pydantic import Field, StrictStr
 
+from coalmine import resources as r
 from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, NAME_MAX_LENGTH
+from coalmine.resources import Obj
 from coalmine.routers.base import (
     RouterError,
     RoutingConfig,
     Target,
     belongs_to,
-    owned_patch,
+    claimed_object,
+    converge_owned,
+    our_object,
     pointer,
     split,
 )
+
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
 
 CANARY_ANNOTATION = "nginx.ingress.kubernetes.io/canary"
 WEIGHT_ANNOTATION = "nginx.ingress.kubernetes.io/canary-weight"
@@ -181,22 +183,10 @@ class NginxRouter:
             )
         return ingress
 
-    def _canary(self, kube: Kube, target: Target) -> Obj | None:
-        """The canary Ingress when there is one, refusing one that coalmine does not own."""
-        name = canary_name(target)
-        current = kube.get(r.INGRESSES, target.namespace, name)
-        if current is not None and not belongs_to(current, target):
-            raise RouterError(
-                target.field(),
-                f"Ingress {name} exists and is not managed by coalmine for rollout "
-                f"{target.rollout}; rename or delete it",
-            )
-        return current
-
     def _sync(self, kube: Kube, target: Target, weight: int | None) -> None:
         """Create or update the canary Ingress; ``weight`` None keeps the weight it has."""
         ingress = self._user_ingress(kube, target)
-        current = self._canary(kube, target)
+        current = claimed_object(kube, r.INGRESSES, target, canary_name(target))
         rival = rival_canary(
             kube.list(r.INGRESSES, target.namespace), canary_spec(ingress, target), target
         )
@@ -206,14 +196,9 @@ class NginxRouter:
                 f"Ingress {rival['metadata']['name']} is already the canary of a rule of Ingress "
                 f"{ingress['metadata']['name']}, and ingress-nginx takes one canary per rule",
             )
-        if current is None:
-            kube.create(r.INGRESSES, target.namespace, canary_ingress(ingress, target, weight or 0))
-            return
         if weight is None:
-            weight = annotated_weight(current) or 0
-        patch = owned_patch(current, canary_ingress(ingress, target, weight))
-        if patch:
-            kube.patch(r.INGRESSES, target.namespace, canary_name(target), patch, patch_type="json")
+            weight = 0 if current is None else annotated_weight(current) or 0
+        converge_owned(kube, r.INGRESSES, target, current, canary_ingress(ingress, target, weight))
 
     def ensure(self, kube: Kube, target: Target) -> None:
         self._sync(kube, target, None)
@@ -223,17 +208,15 @@ class NginxRouter:
         self._sync(kube, target, weight)
 
     def read_weight(self, kube: Kube, target: Target) -> int | None:
-        current = kube.get(r.INGRESSES, target.namespace, canary_name(target))
-        if current is None or not belongs_to(current, target):
-            return None
-        return annotated_weight(current)
+        current = our_object(kube, r.INGRESSES, target, canary_name(target))
+        return None if current is None else annotated_weight(current)
 
     def finalize(self, kube: Kube, target: Target, *, restore_stable: bool) -> None:
         if not restore_stable:
             return  # the ownerReference lets the garbage collector remove it with the rollout
         name = canary_name(target)
-        current = kube.get(r.INGRESSES, target.namespace, name)
-        if current is None or not belongs_to(current, target):
+        current = our_object(kube, r.INGRESSES, target, name)
+        if current is None:
             return
         if annotated_weight(current) not in (None, 0):
             # Weight 0 first, so the canary stops taking requests even if ingress-nginx is slow

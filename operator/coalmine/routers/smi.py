@@ -15,23 +15,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from coalmine import resources as r
-from coalmine.resources import Obj
-
-if TYPE_CHECKING:
-    from coalmine.kube import Kube
 from pydantic import Field, StrictStr
 
+from coalmine import resources as r
 from coalmine.api.limits import DNS1123_SUBDOMAIN_PATTERN, NAME_MAX_LENGTH
+from coalmine.resources import Obj
 from coalmine.routers.base import (
-    RouterError,
     RoutingConfig,
     Target,
-    belongs_to,
-    owned_patch,
+    claimed_object,
+    converge_owned,
+    our_object,
     percentage,
     split,
 )
+
+if TYPE_CHECKING:
+    from coalmine.kube import Kube
 
 
 class SMIRouting(RoutingConfig):
@@ -82,31 +82,13 @@ def split_weight(traffic_split: Obj, target: Target) -> int | None:
 
 
 class SMIRouter:
-    def _current(self, kube: Kube, target: Target) -> Obj | None:
-        name = split_name(target)
-        current = kube.get(r.TRAFFIC_SPLITS, target.namespace, name)
-        if current is not None and not belongs_to(current, target):
-            raise RouterError(
-                target.field(),
-                f"TrafficSplit {target.namespace}/{name} exists and is not managed by coalmine "
-                f"for rollout {target.rollout}; rename or delete it",
-            )
-        return current
-
     def _sync(self, kube: Kube, target: Target, weight: int | None) -> None:
         """Create or update the TrafficSplit; ``weight`` None keeps the weight it has."""
-        current = self._current(kube, target)
-        if current is None:
-            kube.create(r.TRAFFIC_SPLITS, target.namespace, traffic_split(target, weight or 0))
-            return
+        current = claimed_object(kube, r.TRAFFIC_SPLITS, target, split_name(target))
         if weight is None:
             # A split whose weight cannot be read is reset to all-stable, the safe side.
-            weight = split_weight(current, target) or 0
-        patch = owned_patch(current, traffic_split(target, weight))
-        if patch:
-            kube.patch(
-                r.TRAFFIC_SPLITS, target.namespace, split_name(target), patch, patch_type="json"
-            )
+            weight = 0 if current is None else split_weight(current, target) or 0
+        converge_owned(kube, r.TRAFFIC_SPLITS, target, current, traffic_split(target, weight))
 
     def ensure(self, kube: Kube, target: Target) -> None:
         self._sync(kube, target, None)
@@ -115,16 +97,13 @@ class SMIRouter:
         self._sync(kube, target, weight)
 
     def read_weight(self, kube: Kube, target: Target) -> int | None:
-        current = kube.get(r.TRAFFIC_SPLITS, target.namespace, split_name(target))
-        if current is None or not belongs_to(current, target):
-            return None
-        return split_weight(current, target)
+        current = our_object(kube, r.TRAFFIC_SPLITS, target, split_name(target))
+        return None if current is None else split_weight(current, target)
 
     def finalize(self, kube: Kube, target: Target, *, restore_stable: bool) -> None:
         if not restore_stable:
             return  # the ownerReference lets the garbage collector remove it with the rollout
-        current = kube.get(r.TRAFFIC_SPLITS, target.namespace, split_name(target))
-        if current is None or not belongs_to(current, target):
+        if our_object(kube, r.TRAFFIC_SPLITS, target, split_name(target)) is None:
             return
         # All traffic to stable first, so the mesh stops sending to the canary even before it
         # notices the deletion (and a mesh that then falls back to the root Service loses none).
