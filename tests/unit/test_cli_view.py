@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import time
-from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -33,8 +31,9 @@ from coalmine.cli import commands, kubeconfig, view
 from coalmine.cli import session as cli_session
 from coalmine.cli.commands import KeptRevision
 from coalmine.cli.session import CliError, Session
-from coalmine.kube import Kube, KubeError, NotFoundError, Obj
+from coalmine.kube import Kube, KubeError, Obj
 from coalmine.labels import REVISION_LABEL, TEMPLATE_ANNOTATION
+from tests.unit.scripted_kube import ScriptedKube
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -697,53 +696,6 @@ def test_transport_errors_are_shortened_to_their_reason() -> None:
 # --- commands against a fake API ---------------------------------------------------------------
 
 
-class FakeKube(Kube):
-    """The facade with canned answers: paths to objects, and scripted watch streams."""
-
-    def __init__(self, objects: Mapping[str, Obj], streams: list[list[tuple[str, Obj]]]) -> None:
-        super().__init__(cast(Any, None))
-        self.objects = dict(objects)
-        self.streams = streams
-        self.watched: list[str | None] = []
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: object = None,
-        content_type: str = "application/json",
-        timeout: float = 30.0,
-    ) -> Obj:
-        self._count(method.lower())
-        if path not in self.objects:
-            raise NotFoundError(404, "NotFound", f"{path} not found")
-        return self.objects[path]
-
-    def watch(
-        self,
-        resource: k.Resource,
-        namespace: str | None,
-        *,
-        name: str | None = None,
-        label_selector: str | None = None,
-        resource_version: str | None = None,
-        timeout_seconds: int = 300,
-        bookmarks: bool = False,
-        quiet_seconds: float | None = None,
-    ) -> Iterator[tuple[str, Obj]]:
-        self._count("watch")
-        self.watched.append(resource_version)
-        if not self.streams:
-            time.sleep(0.2)  # nothing more happens: an open watch that stays quiet
-            return
-        for event in self.streams.pop(0):
-            if event[0] == "GONE":
-                raise KubeError(410, "Expired", "too old resource version")
-            yield event
-
-
 DISCOVERY = {"resources": [{"name": "canaryrollouts"}, {"name": "canaryrollouts/status"}]}
 GROUP_PATH = "/apis/coalmine.dev/v1alpha1"
 
@@ -754,14 +706,14 @@ def session_with(kube: Kube, namespace: str = "prod") -> tuple[Session, io.Strin
 
 
 def test_a_missing_rollout_is_named_with_its_namespace() -> None:
-    session, _, _ = session_with(FakeKube({GROUP_PATH: DISCOVERY}, []))
+    session, _, _ = session_with(ScriptedKube([], objects={GROUP_PATH: DISCOVERY}))
     args = argparse.Namespace(name="shop", watch=False)
     with pytest.raises(CliError, match=r"^canaryrollout shop not found in namespace prod$"):
         commands.cmd_get(args, session)
 
 
 def test_a_cluster_without_the_crd_says_so() -> None:
-    session, _, _ = session_with(FakeKube({}, []))
+    session, _, _ = session_with(ScriptedKube([], objects={}))
     with pytest.raises(CliError, match="the CanaryRollout CRD is not installed on https://api"):
         commands.cmd_get(argparse.Namespace(name="shop", watch=False), session)
     with pytest.raises(CliError, match="CRD is not installed"):
@@ -773,9 +725,12 @@ def test_status_reports_progress_and_exits_0_when_healthy() -> None:
     paused = rollout(paused_status())
     done = rollout(status(phase="Healthy", stableRevision=V2, observedGeneration=2))
     done["metadata"]["resourceVersion"] = "101"  # a later version, as the API server gives it
-    fake = FakeKube(
-        {path: {"metadata": {"resourceVersion": "1"}, "items": [paused]}, f"{path}/shop": paused},
+    fake = ScriptedKube(
         [[("MODIFIED", paused), ("MODIFIED", done)]],
+        objects={
+            path: {"metadata": {"resourceVersion": "1"}, "items": [paused]},
+            f"{path}/shop": paused,
+        },
     )
     session, out, _ = session_with(fake)
     code = commands.cmd_status(argparse.Namespace(name="shop", timeout="30s"), session)
@@ -791,9 +746,12 @@ def test_status_reports_progress_and_exits_0_when_healthy() -> None:
 def test_status_exits_1_when_the_canary_is_aborted() -> None:
     path = k.CANARY_ROLLOUTS.path("prod")
     aborted = rollout(status(phase="Degraded", abortMessage="too many 5xx", observedGeneration=2))
-    fake = FakeKube(
-        {path: {"metadata": {"resourceVersion": "1"}, "items": [aborted]}, f"{path}/shop": aborted},
+    fake = ScriptedKube(
         [],
+        objects={
+            path: {"metadata": {"resourceVersion": "1"}, "items": [aborted]},
+            f"{path}/shop": aborted,
+        },
     )
     session, _, err = session_with(fake)
     assert commands.cmd_status(argparse.Namespace(name="shop", timeout="30s"), session) == 1

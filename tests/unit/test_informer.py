@@ -10,10 +10,9 @@ every integration test.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -23,14 +22,13 @@ from coalmine.kube import (
     UNREADABLE,
     CacheNotReadyError,
     Informer,
-    Kube,
-    KubeError,
     depth,
     loads,
     matches,
     trim,
 )
 from coalmine.resources import Obj
+from tests.unit.scripted_kube import ScriptedKube
 
 
 def obj(name: str, version: int, **labels: str) -> Obj:
@@ -45,47 +43,6 @@ def obj(name: str, version: int, **labels: str) -> Obj:
             "managedFields": [{"manager": "kubectl"}],
         },
     }
-
-
-class ScriptedKube(Kube):
-    """Lists from a queue of listings; watches from a queue of streams; then stays quiet."""
-
-    def __init__(self, listings: list[Obj], streams: list[list[tuple[str, Obj]]]) -> None:
-        super().__init__(cast(Any, None))
-        self.listings = listings
-        self.streams = streams
-        self.watched: list[str | None] = []
-        self.done = threading.Event()
-
-    def request(self, method: str, path: str, **_: Any) -> Obj:
-        self._count(method.lower())
-        if not self.listings:
-            raise KubeError(0, "Unreachable", "scripted: no more listings")
-        return self.listings.pop(0)
-
-    def watch(
-        self,
-        resource: r.Resource,
-        namespace: str | None,
-        *,
-        name: str | None = None,
-        label_selector: str | None = None,
-        resource_version: str | None = None,
-        timeout_seconds: int = 300,
-        bookmarks: bool = False,
-        quiet_seconds: float | None = None,
-    ) -> Iterator[tuple[str, Obj]]:
-        self.watched.append(resource_version)
-        if not self.streams:
-            self.done.set()
-            time.sleep(0.05)
-            return
-        for event in self.streams.pop(0):
-            if event[0] == "GONE":
-                raise KubeError(410, "Expired", "too old resource version")
-            if event[0] == "CUT":
-                raise KubeError(0, "Unreachable", "connection reset")
-            yield event
 
 
 def listing(version: int, *items: Obj) -> Obj:
@@ -108,11 +65,11 @@ def run(kube: ScriptedKube, **options: Any) -> tuple[Informer, list[tuple[str, s
 
 def test_lists_then_watches_from_the_lists_version_and_resumes_after_bookmarks() -> None:
     kube = ScriptedKube(
-        [listing(100, obj("a", 90))],
         [
             [("MODIFIED", obj("a", 101)), ("BOOKMARK", {"metadata": {"resourceVersion": "107"}})],
             [("ADDED", obj("b", 108))],
         ],
+        listings=[listing(100, obj("a", 90))],
     )
     informer, heard = run(kube)
     assert kube.watched[:3] == ["100", "107", "108"], "each watch starts where the last ended"
@@ -123,8 +80,11 @@ def test_lists_then_watches_from_the_lists_version_and_resumes_after_bookmarks()
 
 def test_410_gone_lists_again_and_reports_what_changed_meanwhile() -> None:
     kube = ScriptedKube(
-        [listing(100, obj("a", 90), obj("b", 91)), listing(200, obj("a", 150), obj("c", 160))],
         [[("GONE", {})]],
+        listings=[
+            listing(100, obj("a", 90), obj("b", 91)),
+            listing(200, obj("a", 150), obj("c", 160)),
+        ],
     )
     informer, heard = run(kube)
     assert heard[2:] == [("MODIFIED", "a", "150"), ("ADDED", "c", "160"), ("DELETED", "b", "91")]
@@ -133,7 +93,8 @@ def test_410_gone_lists_again_and_reports_what_changed_meanwhile() -> None:
 
 
 def test_a_broken_watch_makes_reads_wait_until_it_works_again() -> None:
-    kube = ScriptedKube([listing(100, obj("a", 90))], [[("CUT", {})]])
+    listings = [listing(100, obj("a", 90))]
+    kube = ScriptedKube([[("CUT", {})]], listings=listings)
     informer = Informer(kube, r.CANARY_ROLLOUTS)
     recovered: list[bool] = []
     failed: list[str] = []
@@ -147,7 +108,7 @@ def test_a_broken_watch_makes_reads_wait_until_it_works_again() -> None:
     assert "connection reset" in failed[0]
     with pytest.raises(CacheNotReadyError, match="connection reset"):
         informer.get("prod", "a")
-    kube.listings.append(listing(120, obj("a", 110)))  # the API is back
+    listings.append(listing(120, obj("a", 110)))  # the API is back
     assert kube.done.wait(5)
     informer.stop()
     assert informer.get("prod", "a") is not None
@@ -155,7 +116,7 @@ def test_a_broken_watch_makes_reads_wait_until_it_works_again() -> None:
 
 
 def test_our_own_writes_win_over_older_watch_events_and_echo_nothing() -> None:
-    kube = ScriptedKube([listing(100, obj("a", 90))], [])
+    kube = ScriptedKube([], listings=[listing(100, obj("a", 90))])
     informer, heard = run(kube)
     informer.apply(obj("a", 130))  # the answer to our write
     informer.apply(obj("a", 120))  # an older event arriving late
@@ -165,7 +126,7 @@ def test_our_own_writes_win_over_older_watch_events_and_echo_nothing() -> None:
 
 
 def test_an_object_that_stops_matching_the_selector_leaves_the_cache() -> None:
-    kube = ScriptedKube([listing(100, obj("a", 90, shard="x"))], [])
+    kube = ScriptedKube([], listings=[listing(100, obj("a", 90, shard="x"))])
     informer, heard = run(kube, label_selector="shard=x")
     informer.apply(obj("a", 95, shard="y"))
     assert informer.get("prod", "a") is None
@@ -223,7 +184,7 @@ def test_one_deep_object_in_a_list_does_not_stop_the_informer() -> None:
     body = '{"metadata":{"resourceVersion":"100"},"items":[' + json.dumps(obj("fine", 90))
     body += ',{"metadata":{"name":"deep","namespace":"prod","resourceVersion":"91"},"spec":'
     body += deep(1500) + "}]}"
-    kube = ScriptedKube([loads(body.encode())], [])
+    kube = ScriptedKube([], listings=[loads(body.encode())])
     informer, _ = run(kube)
     assert informer.get("prod", "fine") is not None
     assert UNREADABLE in (informer.get("prod", "deep") or {})
