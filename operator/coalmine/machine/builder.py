@@ -64,6 +64,22 @@ class Builder:
         endpoints = self.observed.canary_endpoints if canary else self.observed.stable_endpoints
         return min(self.available(revision), endpoints.get(revision, 0))
 
+    # --- weights ----------------------------------------------------------------------------------
+
+    def record_weight(self, weight: int) -> None:
+        """Remember the weight this step asks for and the weight the observation confirms."""
+        self.memory = replace(self.memory, desired_weight=weight)
+        if self.observed.weight is not None:
+            self.memory = replace(self.memory, confirmed_weight=self.observed.weight)
+
+    def weight_confirmed(self, weight: int) -> bool:
+        """True when the read-back shows ``weight``; otherwise look again after a while."""
+        self.record_weight(weight)
+        if self.observed.weight == weight:
+            return True
+        self.wait()
+        return False
+
     # --- actions on revisions -------------------------------------------------------------------
 
     def scale(self, revision: str, replicas: int) -> None:

@@ -28,13 +28,7 @@ class ReplicaRatio:
 
     def route(self, b: Builder, weight: int) -> bool:
         # Nothing to write: the pods realise the weight; the observation confirms it.
-        b.memory = replace(b.memory, desired_weight=weight)
-        if b.observed.weight is not None:
-            b.memory = replace(b.memory, confirmed_weight=b.observed.weight)
-        if b.observed.weight == weight:
-            return True
-        b.wait()
-        return False
+        return b.weight_confirmed(weight)
 
     def keep_stable_serving(self, b: Builder) -> None:
         stable = b.memory.stable
@@ -52,9 +46,7 @@ class ReplicaRatio:
         stable = b.memory.stable
         assert stable is not None
         canary_size, stable_size = ratio_sizes(weight, b.plan.replicas)
-        b.memory = replace(b.memory, desired_weight=weight)
-        if b.observed.weight is not None:
-            b.memory = replace(b.memory, confirmed_weight=b.observed.weight)
+        b.record_weight(weight)
         if canary_size == 0 and weight > 0:
             b.event(
                 "WeightTooSmall",
@@ -104,9 +96,7 @@ class ReplicaRatio:
         canary, stable = b.memory.canary, b.memory.stable
         assert canary is not None
         assert stable is not None
-        b.memory = replace(b.memory, desired_weight=0)
-        if b.observed.weight is not None:
-            b.memory = replace(b.memory, confirmed_weight=b.observed.weight)
+        b.record_weight(0)
         # The stable must be back at full size before the canary's pods leave the Service.
         b.scale(stable, b.plan.replicas)
         if b.available(stable) < b.plan.replicas and not waiting_for_stable_pods(

@@ -25,15 +25,9 @@ class WeightedRouting:
     restores_on_delete = True
 
     def route(self, b: Builder, weight: int) -> bool:
-        b.memory = replace(b.memory, desired_weight=weight)
         if b.observed.weight != weight:
             b.act(SetWeight(weight))
-        if b.observed.weight is not None:
-            b.memory = replace(b.memory, confirmed_weight=b.observed.weight)
-        if b.observed.weight == weight:
-            return True
-        b.wait()
-        return False
+        return b.weight_confirmed(weight)
 
     def keep_stable_serving(self, b: Builder) -> None:
         stable = b.memory.stable
