@@ -61,6 +61,16 @@ def _wait_healthy(demo: DemoProcess) -> None:
     pytest.fail(f"demo app not healthy within {STARTUP_TIMEOUT_S} s")
 
 
+def demo_command(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "devenv.demoapp",
+        *("--ip", "127.0.0.1", "--port", str(port), "--version", VERSION),
+        *("--pod", POD, "--namespace", NAMESPACE),
+    ]
+
+
 @pytest.fixture
 def start_demo() -> Iterator[StartDemo]:
     started: list[DemoProcess] = []
@@ -72,21 +82,7 @@ def start_demo() -> Iterator[StartDemo]:
             p for p in (str(TOOLS_DIR), os.environ.get("PYTHONPATH", "")) if p
         )
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devenv.demoapp",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--version",
-                VERSION,
-                "--pod",
-                POD,
-                "--namespace",
-                NAMESPACE,
-            ],
+            demo_command(port),
             env=environment,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -271,21 +267,7 @@ def test_startup_logs_one_line(start_demo: StartDemo) -> None:
 )
 def test_bad_settings_fail_fast(env: dict[str, str]) -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "devenv.demoapp",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(_free_port()),
-            "--version",
-            VERSION,
-            "--pod",
-            POD,
-            "--namespace",
-            NAMESPACE,
-        ],
+        demo_command(_free_port()),
         env=os.environ | {"PYTHONPATH": str(TOOLS_DIR)} | env,
         capture_output=True,
         timeout=10,
