@@ -33,31 +33,24 @@ any Inconclusive is Inconclusive, else Successful when every metric is, else Run
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
+
+from pydantic import ConfigDict, SkipValidation
 
 from coalmine.analysis.evaluate import Measurement, MeasurementOutcome
 from coalmine.analysis.spec import Metric
 from coalmine.api.limits import MEASUREMENTS_LIMIT
+from coalmine.api.status import MetricCounts
 from coalmine.api.vocabulary import AnalysisVerdict
 
 
-@dataclass(frozen=True)
-class MetricRecord:
-    """A metric's measurements so far: counters for every one, the latest ones in full."""
+class MetricRecord(MetricCounts):
+    """A metric's measurements so far: the counts of every one, the latest ones in full."""
 
-    successful: int = 0
-    failed: int = 0
-    critical_failures: int = 0
-    """Failed measurements marked critical (counted in `failed` too)."""
-    inconclusive: int = 0
-    errors: int = 0
-    consecutive_errors: int = 0
-    """Error measurements since the last one that was not an Error."""
-    longest_error_run: int = 0
-    """The most Error measurements there ever were in a row."""
-    recent: tuple[Measurement, ...] = ()
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    recent: tuple[SkipValidation[Measurement], ...] = ()
     """The latest measurements, oldest first, at most the `keep` given to `add`."""
     last_at: datetime | None = None
     """When the latest measurement was taken."""
@@ -78,18 +71,19 @@ class MetricRecord:
             raise ValueError("keep at least the latest measurement")
         outcome = measurement.outcome
         consecutive = self.consecutive_errors + 1 if outcome is MeasurementOutcome.ERROR else 0
-        return replace(
-            self,
-            successful=self.successful + (outcome is MeasurementOutcome.SUCCESSFUL),
-            failed=self.failed + (outcome is MeasurementOutcome.FAILED),
-            critical_failures=self.critical_failures
-            + (outcome is MeasurementOutcome.FAILED and measurement.critical),
-            inconclusive=self.inconclusive + (outcome is MeasurementOutcome.INCONCLUSIVE),
-            errors=self.errors + (outcome is MeasurementOutcome.ERROR),
-            consecutive_errors=consecutive,
-            longest_error_run=max(self.longest_error_run, consecutive),
-            recent=(*self.recent, measurement)[-keep:],
-            last_at=measurement.at,
+        return self.model_copy(
+            update={
+                "successful": self.successful + (outcome is MeasurementOutcome.SUCCESSFUL),
+                "failed": self.failed + (outcome is MeasurementOutcome.FAILED),
+                "critical_failures": self.critical_failures
+                + (outcome is MeasurementOutcome.FAILED and measurement.critical),
+                "inconclusive": self.inconclusive + (outcome is MeasurementOutcome.INCONCLUSIVE),
+                "errors": self.errors + (outcome is MeasurementOutcome.ERROR),
+                "consecutive_errors": consecutive,
+                "longest_error_run": max(self.longest_error_run, consecutive),
+                "recent": (*self.recent, measurement)[-keep:],
+                "last_at": measurement.at,
+            }
         )
 
     @classmethod

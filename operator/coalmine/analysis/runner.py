@@ -35,12 +35,11 @@ from coalmine.analysis.spec import (
 )
 from coalmine.api.errors import Problem, SpecError
 from coalmine.api.resource import CanaryRollout
-from coalmine.api.status import AnalysisRunStatus, MeasurementStatus, MetricStatus
+from coalmine.api.status import AnalysisRunStatus, MeasurementStatus, MetricCounts, MetricStatus
 from coalmine.api.vocabulary import AnalysisVerdict, StepAction
 from coalmine.kube import Kube
 from coalmine.resources import ANALYSIS_TEMPLATES, CLUSTER_ANALYSIS_TEMPLATES
 
-KEEP = 10
 EVENT_REASONS = {
     MeasurementOutcome.FAILED: "AnalysisFailed",
     MeasurementOutcome.INCONCLUSIVE: "AnalysisInconclusive",
@@ -223,16 +222,12 @@ def _record(status: MetricStatus | None) -> limits.MetricRecord:
         for each in status.measurements
     )
     return limits.MetricRecord(
-        successful=status.successful,
-        failed=status.failed,
-        critical_failures=status.critical_failures,
-        inconclusive=status.inconclusive,
-        errors=status.errors,
-        consecutive_errors=status.consecutive_errors,
-        longest_error_run=status.longest_error_run,
-        recent=recent,
-        last_at=recent[-1].at if recent else None,
+        **_counts(status), recent=recent, last_at=recent[-1].at if recent else None
     )
+
+
+def _counts(metric: MetricCounts) -> dict[str, int]:
+    return {name: getattr(metric, name) for name in MetricCounts.model_fields}
 
 
 def _finite(value: float | None) -> float | None:
@@ -250,13 +245,7 @@ def _metric_status(
     return MetricStatus(
         name=name,
         verdict=verdict,
-        successful=record.successful,
-        failed=record.failed,
-        critical_failures=record.critical_failures,
-        inconclusive=record.inconclusive,
-        errors=record.errors,
-        consecutive_errors=record.consecutive_errors,
-        longest_error_run=record.longest_error_run,
+        **_counts(record),
         measurements=[written.get(each.at) or _measurement_status(each) for each in record.recent],
     )
 
@@ -356,7 +345,7 @@ class Runner:
                 if due is not None and due <= now and not verdict.done:
                     measurement = self.measure(resolved, rollout, run, now)
                     operator_metrics.ANALYSIS_MEASUREMENTS.labels(measurement.outcome.value).inc()
-                    record = record.add(measurement, keep=KEEP)
+                    record = record.add(measurement)
                     verdict = limits.metric_verdict(resolved.metric, record)
                     due = limits.next_measurement_at(resolved.metric, run.started_at, record)
                     reason = EVENT_REASONS.get(measurement.outcome)

@@ -97,13 +97,9 @@ class MeasurementStatus(StatusModel):
     """What was measured and why it was judged so, for people."""
 
 
-class MetricStatus(StatusModel):
-    """Where one analysis metric stands: counters for every measurement, the latest in full."""
+class MetricCounts(StatusModel):
+    """How the measurements of one analysis metric came out so far, counted."""
 
-    name: str
-    """The metric's name."""
-    verdict: str
-    """Running, Successful, Failed, Inconclusive or Error."""
     successful: int = 0
     """Successful measurements so far."""
     failed: int = 0
@@ -118,6 +114,15 @@ class MetricStatus(StatusModel):
     """Errors since the last measurement that was not one."""
     longest_error_run: int = 0
     """The most errors there were in a row (consecutiveErrorLimit pauses the canary)."""
+
+
+class MetricStatus(MetricCounts):
+    """Where one analysis metric stands: counters for every measurement, the latest in full."""
+
+    name: str
+    """The metric's name."""
+    verdict: str
+    """Running, Successful, Failed, Inconclusive or Error."""
     measurements: list[MeasurementStatus] = Field(
         default_factory=list, max_length=MEASUREMENTS_LIMIT
     )
