@@ -39,7 +39,6 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 #: Hard ceilings: whatever a caller asks, a generator ends and its memory stays bounded.
@@ -277,12 +276,7 @@ class LoadGenerator:
     def __enter__(self) -> LoadGenerator:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop()
 
     @property
