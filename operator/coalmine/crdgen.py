@@ -46,7 +46,6 @@ from coalmine.api.resource import (
     KIND,
     PLURAL,
     SHORT_NAMES,
-    SINGULAR,
     VERSION,
     CanaryRollout,
 )
@@ -554,39 +553,14 @@ def canary_rollout_crd() -> Schema:
             }
         ],
     }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{PLURAL}.{GROUP}",
-            "labels": {
-                "app.kubernetes.io/name": "coalmine",
-                "app.kubernetes.io/part-of": "coalmine",
-            },
-        },
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
-                "categories": list(CATEGORIES),
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [dict(column) for column in _PRINTER_COLUMNS],
-                    "schema": {"openAPIV3Schema": root},
-                }
-            ],
-        },
-    }
+    return _crd(
+        KIND,
+        PLURAL,
+        root,
+        short_names=SHORT_NAMES,
+        subresources={"status": {}},
+        columns=[dict(column) for column in _PRINTER_COLUMNS],
+    )
 
 
 # --- AnalysisTemplate and ClusterAnalysisTemplate ---------------------------------------
@@ -615,6 +589,35 @@ def analysis_template_crd(*, cluster: bool) -> Schema:
             "spec": spec,
         },
     }
+    return _crd(kind, plural, root, scope="Cluster" if cluster else "Namespaced")
+
+
+def _crd(
+    kind: str,
+    plural: str,
+    root: Schema,
+    *,
+    scope: str = "Namespaced",
+    short_names: Sequence[str] = (),
+    subresources: Schema | None = None,
+    columns: list[Schema] | None = None,
+) -> Schema:
+    """A CustomResourceDefinition of coalmine's group, with one served and stored version."""
+    names: Schema = {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+    }
+    if short_names:
+        names["shortNames"] = list(short_names)
+    names["categories"] = list(CATEGORIES)
+    version: Schema = {"name": VERSION, "served": True, "storage": True}
+    if subresources is not None:
+        version["subresources"] = subresources
+    if columns is not None:
+        version["additionalPrinterColumns"] = columns
+    version["schema"] = {"openAPIV3Schema": root}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -625,25 +628,7 @@ def analysis_template_crd(*, cluster: bool) -> Schema:
                 "app.kubernetes.io/part-of": "coalmine",
             },
         },
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": plural,
-                "singular": kind.lower(),
-                "categories": list(CATEGORIES),
-            },
-            "scope": "Cluster" if cluster else "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": root},
-                }
-            ],
-        },
+        "spec": {"group": GROUP, "names": names, "scope": scope, "versions": [version]},
     }
 
 

@@ -27,7 +27,6 @@ VERSION = "v1alpha1"
 API_VERSION: Final = "coalmine.dev/v1alpha1"
 KIND: Final = "CanaryRollout"
 PLURAL = "canaryrollouts"
-SINGULAR = "canaryrollout"
 # `canary` is Flagger's and `ro` is Argo Rollouts'; both may be installed beside coalmine.
 SHORT_NAMES = ("crol",)
 CATEGORIES = ("coalmine",)
