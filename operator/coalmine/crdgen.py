@@ -80,38 +80,9 @@ class Rule(TypedDict):
 
 # --- pydantic JSON Schema -> structural schema --------------------------------------------
 
-# Everything else pydantic could emit (oneOf, const, exclusiveMinimum as a number, ...) has no
-# structural equivalent or means something else in OpenAPI 3.0: fail instead of guessing.
-_KEYWORDS = frozenset(
-    {
-        "type",
-        "format",
-        "description",
-        "enum",
-        "default",
-        "minimum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "maximum",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "minItems",
-        "maxItems",
-        "minProperties",
-        "maxProperties",
-        "properties",
-        "required",
-        "items",
-        "additionalProperties",
-        "x-kubernetes-preserve-unknown-fields",
-        "x-kubernetes-int-or-string",
-        "x-kubernetes-list-type",
-        "x-kubernetes-list-map-keys",
-        "x-kubernetes-validations",
-    }
-)
 _FORMATS = frozenset({"date-time", "int32", "int64"})
+# The keywords a structural schema may use, in the order they are written (type first,
+# nested schemas last, so a reviewer reads a field's constraints before its children).
 _KEY_ORDER = (
     "type",
     "format",
@@ -139,6 +110,9 @@ _KEY_ORDER = (
     "items",
     "x-kubernetes-validations",
 )
+# Everything else pydantic could emit (oneOf, const, exclusiveMinimum as a number, ...) has no
+# structural equivalent or means something else in OpenAPI 3.0: fail instead of guessing.
+_KEYWORDS = frozenset(_KEY_ORDER)
 
 
 def _inline(node: Mapping[str, Any], defs: Mapping[str, Schema], where: str) -> Schema:
