@@ -1,5 +1,5 @@
 """Shared pytest configuration: every test under tests/integration is marked `integration`;
-the Argo CD harness is one process for the whole session."""
+tests marked `disruptive` run last; the Argo CD harness is one process for the whole session."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
+    # A test that kills or freezes the control plane leaves clients of the cluster that are not
+    # ours (the controller-manager's informers, Traefik's) minutes behind, until their watches
+    # time out: the tests that send real traffic must not run in that shadow. A stable sort
+    # keeps every other order as collected.
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ from devenv.waiting import wait_for
 
 from .conftest import Cluster
 
+pytestmark = pytest.mark.disruptive
+
 # KWOK alone makes the first Ready; the pod runner starts a process and marks the second Ready.
 WORKLOADS = {"plain": "registry.example/plain:1", "demo": "coalmine.dev/demo-app:v1"}
 
