@@ -25,6 +25,7 @@ from coalmine.kube import (
     depth,
     loads,
     matches,
+    share_strings,
     trim,
 )
 from coalmine.resources import Obj
@@ -188,3 +189,18 @@ def test_one_deep_object_in_a_list_does_not_stop_the_informer() -> None:
     informer, _ = run(kube)
     assert informer.get("prod", "fine") is not None
     assert UNREADABLE in (informer.get("prod", "deep") or {})
+
+
+def test_cached_objects_share_their_keys_and_short_strings() -> None:
+    # Two objects decoded apart, as two watch events are: equal strings, distinct copies.
+    first, second = (loads(json.dumps(obj(name, 1, app="shop")).encode()) for name in "ab")
+    assert first["metadata"]["labels"]["app"] is not second["metadata"]["labels"]["app"]
+    kube = ScriptedKube([[("ADDED", first), ("ADDED", second)]], listings=[listing(1)])
+    informer, _ = run(kube)
+    a, b = informer.get("prod", "a"), informer.get("prod", "b")
+    assert a is not None
+    assert b is not None
+    assert a["metadata"]["labels"]["app"] is b["metadata"]["labels"]["app"]
+    assert next(iter(a["metadata"])) is next(iter(b["metadata"]))
+    long = "x" * 65
+    assert share_strings({"k": [long]}) == {"k": [long]}, "long strings are kept, not interned"
