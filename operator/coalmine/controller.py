@@ -34,7 +34,14 @@ from coalmine.kube import (
     KubeError,
     trim_to_metadata,
 )
-from coalmine.labels import FINALIZER, MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, SHARD_LABEL
+from coalmine.labels import (
+    FINALIZER,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    ROLLOUT_LABEL,
+    SERVICE_NAME_LABEL,
+    SHARD_LABEL,
+)
 from coalmine.peering import outranked, peering_resource
 from coalmine.reconcile import RolloutBlocked, reconcile
 from coalmine.resources import Obj, Resource
@@ -124,6 +131,8 @@ class Controller:
             self.kube,
             resource,
             namespace=self.settings.namespace,
+            # What a reconcile reads by: the objects of one rollout, the slices of one Service.
+            index_labels=(ROLLOUT_LABEL, SERVICE_NAME_LABEL),
             **options,  # type: ignore[arg-type]
         )
         self.kube.attach(informer)

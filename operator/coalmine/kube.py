@@ -665,7 +665,11 @@ def _selector_terms(selector: str | None) -> list[tuple[str, str, str | None]]:
 
 def matches(labels: Mapping[str, str], selector: str | None) -> bool:
     """Whether labels satisfy an equality-based selector, as the API server would judge it."""
-    for key, op, value in _selector_terms(selector):
+    return _satisfies(labels, _selector_terms(selector))
+
+
+def _satisfies(labels: Mapping[str, str], terms: list[tuple[str, str, str | None]]) -> bool:
+    for key, op, value in terms:
         present = key in labels
         if op == "=" and labels.get(key) != value:
             return False
@@ -676,6 +680,76 @@ def matches(labels: Mapping[str, str], selector: str | None) -> bool:
         if op == "!exists" and present:
             return False
     return True
+
+
+StoreKey = tuple[str, str]
+
+
+class IndexedStore:
+    """The objects of an informer, with indexes so that a read costs what it returns.
+
+    A reconcile reads the few objects of one rollout: by namespace and by the value of an
+    indexed label (the rollout label, a Service's name on its EndpointSlices). Scanning every
+    cached object instead would make each reconcile cost as much as the cluster is large.
+    """
+
+    def __init__(self, index_labels: tuple[str, ...]) -> None:
+        self.index_labels = index_labels
+        self.objects: dict[StoreKey, Obj] = {}
+        self._by_namespace: dict[str, dict[StoreKey, Obj]] = {}
+        self._by_label: dict[tuple[str, str], dict[StoreKey, Obj]] = {}
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def get(self, key: StoreKey) -> Obj | None:
+        return self.objects.get(key)
+
+    def put(self, key: StoreKey, obj: Obj) -> None:
+        self.drop(key)
+        self.objects[key] = obj
+        self._by_namespace.setdefault(key[0], {})[key] = obj
+        for bucket in self._label_buckets(obj):
+            self._by_label.setdefault(bucket, {})[key] = obj
+
+    def drop(self, key: StoreKey) -> None:
+        before = self.objects.pop(key, None)
+        if before is None:
+            return
+        _discard(self._by_namespace, key[0], key)
+        for bucket in self._label_buckets(before):
+            _discard(self._by_label, bucket, key)
+
+    def select(self, namespace: str | None, selector: str | None) -> list[Obj]:
+        terms = _selector_terms(selector)
+        indexed = [
+            (key, str(value)) for key, op, value in terms if op == "=" and key in self.index_labels
+        ]
+        candidates: Iterable[Obj]
+        if indexed:
+            candidates = self._by_label.get(indexed[0], {}).values()
+        elif namespace is not None:
+            candidates = self._by_namespace.get(namespace, {}).values()
+        else:
+            candidates = self.objects.values()
+        return [
+            obj
+            for obj in candidates
+            if (namespace is None or obj["metadata"].get("namespace") == namespace)
+            and _satisfies(obj["metadata"].get("labels") or {}, terms)
+        ]
+
+    def _label_buckets(self, obj: Obj) -> list[tuple[str, str]]:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return [(key, labels[key]) for key in self.index_labels if key in labels]
+
+
+def _discard(index: dict[Any, dict[StoreKey, Obj]], bucket: Any, key: StoreKey) -> None:
+    entries = index.get(bucket)
+    if entries is not None:
+        entries.pop(key, None)
+        if not entries:
+            del index[bucket]
 
 
 class Informer:
@@ -699,6 +773,7 @@ class Informer:
         transform: Callable[[Obj], Obj] = trim,
         required: bool = True,
         watch_seconds: int = _WATCH_SECONDS,
+        index_labels: tuple[str, ...] = (),
     ) -> None:
         self.kube = kube
         self.resource = resource
@@ -715,7 +790,8 @@ class Informer:
         """Called when a broken watch works again: what waited on this cache may go on now."""
         self.failed: list[Callable[[str], None]] = []
         """Called with the reason each time the list or the watch fails (and is retried)."""
-        self._store: dict[tuple[str, str], Obj] = {}
+        self._store = IndexedStore(index_labels)
+        """Reads by an equality on one of ``index_labels`` cost only what they return."""
         self._lock = threading.Lock()
         self.synced = threading.Event()
         self.healthy = False
@@ -746,13 +822,7 @@ class Informer:
     def select(self, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
         self._check()
         with self._lock:
-            objects = list(self._store.values())
-        return [
-            obj
-            for obj in objects
-            if (namespace is None or obj["metadata"].get("namespace") == namespace)
-            and matches(obj["metadata"].get("labels") or {}, label_selector)
-        ]
+            return self._store.select(namespace, label_selector)
 
     def __len__(self) -> int:
         with self._lock:
@@ -785,7 +855,7 @@ class Informer:
             if event == "DELETED":
                 if before is None:
                     return
-                del self._store[key]
+                self._store.drop(key)
                 self._objects.set(len(self._store))
             else:
                 new, old = _version(obj), _version(before) if before is not None else None
@@ -794,10 +864,10 @@ class Informer:
                 if not self._admits(obj):
                     if before is None:
                         return
-                    del self._store[key]  # it no longer matches the selectors: it leaves
+                    self._store.drop(key)  # it no longer matches the selectors: it leaves
                     event = "DELETED"
                 else:
-                    self._store[key] = obj
+                    self._store.put(key, obj)
                 self._objects.set(len(self._store))
         self._notify(event, obj, before)
 
@@ -810,10 +880,13 @@ class Informer:
 
     def _replace(self, objects: list[Obj]) -> list[tuple[str, Obj, Obj | None]]:
         """A fresh list: the store becomes it; returns the differences, for the handlers."""
-        fresh = {self._key(obj): obj for obj in objects}
+        store = IndexedStore(self._store.index_labels)
+        for obj in objects:
+            store.put(self._key(obj), obj)
+        fresh = store.objects
         with self._lock:
-            old = self._store
-            self._store = fresh
+            old = self._store.objects
+            self._store = store
             self._objects.set(len(fresh))
         changes: list[tuple[str, Obj, Obj | None]] = []
         for key, obj in fresh.items():

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coalmine import resources as r
 from coalmine.kube import (
     MAX_OBJECT_DEPTH,
     UNREADABLE,
     CacheNotReadyError,
+    IndexedStore,
     Informer,
     depth,
     loads,
@@ -204,3 +207,41 @@ def test_cached_objects_share_their_keys_and_short_strings() -> None:
     assert next(iter(a["metadata"])) is next(iter(b["metadata"]))
     long = "x" * 65
     assert share_strings({"k": [long]}) == {"k": [long]}, "long strings are kept, not interned"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "drop"]),
+            st.sampled_from(["ns1", "ns2"]),
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.dictionaries(st.sampled_from(["rollout", "svc", "x"]), st.sampled_from("pq")),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from([None, "ns1", "ns2"]),
+    st.sampled_from(["", "rollout=p", "rollout=q,x=p", "svc=p", "x", "!x", "rollout!=p", "x=q"]),
+)
+def test_an_indexed_read_returns_what_a_scan_of_every_object_would(
+    steps: list[tuple[str, str, str, dict[str, str]]], namespace: str | None, selector: str
+) -> None:
+    store = IndexedStore(("rollout", "svc"))
+    everything: dict[tuple[str, str], Obj] = {}
+    for action, ns, name, labels in steps:
+        if action == "put":
+            item = {"metadata": {"namespace": ns, "name": name, "labels": labels}}
+            store.put((ns, name), item)
+            everything[(ns, name)] = item
+        else:
+            store.drop((ns, name))
+            everything.pop((ns, name), None)
+    scanned = [
+        o
+        for o in everything.values()
+        if namespace in (None, o["metadata"]["namespace"])
+        and matches(o["metadata"]["labels"], selector)
+    ]
+    key = lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(store.select(namespace, selector), key=key) == sorted(scanned, key=key)
+    assert len(store) == len(everything)

@@ -20,6 +20,7 @@ from coalmine.labels import (
     MANAGED_BY_LABEL,
     REVISION_LABEL,
     ROLLOUT_LABEL,
+    SERVICE_NAME_LABEL,
     owned_labels,
 )
 from coalmine.resources import Obj, Resource
@@ -228,7 +229,7 @@ def ready_revisions(kube: Kube, namespace: str, service: str) -> dict[str, int]:
     An endpoint whose pod is not in view yet is not counted (its arrival wakes the rollout).
     """
     slices = kube.list(
-        r.ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
+        r.ENDPOINT_SLICES, namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}"
     )
     revisions: dict[str, str] = {}
     for endpoint_slice in slices:
