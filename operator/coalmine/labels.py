@@ -23,6 +23,8 @@ MANAGED_BY: Final = "coalmine"
 
 TEMPLATE_ANNOTATION: Final = f"{DOMAIN}/template"
 """On a revision's Deployment: the pod template it was created from, to detect drift."""
+RESTARTED_AT_ANNOTATION: Final = f"{DOMAIN}/restarted-at"
+"""On a revision's pod template: when a restart of its pods was asked (coalmine.dev/restart)."""
 FINALIZER: Final = f"{DOMAIN}/finalizer"
 """Held on a CanaryRollout until traffic is back on its stable revision."""
 

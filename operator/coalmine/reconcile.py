@@ -159,6 +159,8 @@ class _Pass:
                 w.scale_revision(kube, wl, revision, replicas)
             case m.RestoreRevision(revision):
                 w.restore_revision(kube, wl, revision)
+            case m.RestartRevision(revision, stamp):
+                w.restart_revision(kube, wl, revision, stamp)
             case m.DeleteRevision(revision):
                 w.delete_revision(kube, wl, revision)
             case m.SelectRevisions(stable, canary):

@@ -18,6 +18,7 @@ from coalmine.api.status import (
     CanaryRolloutStatus,
     Controls,
     PendingScaleDown,
+    RestartRecord,
     RevisionRecord,
 )
 from coalmine.api.template import images_of
@@ -90,6 +91,14 @@ def memory_from(status: CanaryRolloutStatus) -> m.Memory:
         scale_down_at={p.revision: p.scale_down_at for p in status.pending_scale_downs},
         handled=handled,
         steps_hash=status.steps_hash or "",
+        paused_by_user=bool(status.paused_by_user),
+        paused_at=status.paused_by_user_at if status.paused_by_user else None,
+        held_seconds=status.step_held_seconds or 0.0,
+        restart=(
+            m.Restart(status.restart.revision, status.restart.requested_at)
+            if status.restart is not None
+            else None
+        ),
         # History keeps the last HISTORY_LIMIT revisions: an older kept revision is not known to
         # have been stable, and going back to it walks the steps (the safe side).
         promoted=frozenset(
@@ -186,6 +195,14 @@ def status_from(
         **{Control(c).status_field: token for c, token in memory.handled.items()}
     )
     status.steps_hash = memory.steps_hash or None
+    status.paused_by_user = memory.paused_by_user or None
+    status.paused_by_user_at = memory.paused_at if memory.paused_by_user else None
+    status.step_held_seconds = round(memory.held_seconds, 3) or None
+    status.restart = (
+        RestartRecord(revision=memory.restart.revision, requested_at=memory.restart.at)
+        if memory.restart is not None
+        else None
+    )
     status.history = _history(rollout, decision, now)
     _conditions(
         status, rollout, decision, now, router_error=router_error, stable_ready=stable_ready
@@ -274,7 +291,9 @@ def _canary_conditions(memory: m.Memory, put: Put, router_error: str | None) -> 
         put(ConditionType.PROGRESSING, no, "Aborted", memory.message)
     else:
         put(ConditionType.PROGRESSING, no, "Complete", f"revision {memory.stable} is stable")
-    if memory.phase == Phase.PAUSED:
+    if memory.paused_by_user:
+        put(ConditionType.PAUSED, yes, "PausedByUser", memory.message)
+    elif memory.phase == Phase.PAUSED:
         put(ConditionType.PAUSED, yes, "PauseStep", memory.message)
     else:
         put(ConditionType.PAUSED, no, "NotPaused", "no pause step holds the canary")

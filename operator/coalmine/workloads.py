@@ -26,6 +26,7 @@ from coalmine.kube import Kube
 from coalmine.labels import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    RESTARTED_AT_ANNOTATION,
     REVISION_LABEL,
     ROLLOUT_LABEL,
     TEMPLATE_ANNOTATION,
@@ -36,6 +37,12 @@ from coalmine.machine import RevisionObserved
 from coalmine.resources import Obj
 
 SERVICE_FIELD = "spec.service.name"
+ROLLING_UPDATE: Obj = {
+    "type": "RollingUpdate",
+    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+}
+"""How a revision's Deployment replaces its pods, which it does only for a restart: a quarter
+more pods at a time (at least one), none taken out before its replacement is ready."""
 NO_REVISION = "none"
 """Selector value of the canary Service while there is no canary: it selects no pod."""
 
@@ -131,7 +138,8 @@ def build_deployment(
             "replicas": replicas,
             "selector": {"matchLabels": {ROLLOUT_LABEL: rollout.name, REVISION_LABEL: revision}},
             "template": pods,
-            # A revision never changes, so its Deployment never rolls: no surge settings matter.
+            # A revision's template changes only for a restart (restart_revision).
+            "strategy": copy.deepcopy(ROLLING_UPDATE),
             "revisionHistoryLimit": 0,
             "minReadySeconds": min_ready_seconds,
         },
@@ -202,8 +210,15 @@ def observe_revisions(kube: Kube, rollout: Rollout) -> dict[str, RevisionObserve
             available=int(status.get("availableReplicas", 0)) if current else 0,
             created=_created(deployment),
             drifted=_drifted(deployment),
+            restarted=_restarted(deployment),
         )
     return revisions
+
+
+def _restarted(deployment: Obj) -> str | None:
+    template = (deployment.get("spec") or {}).get("template") or {}
+    stamp = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT_ANNOTATION)
+    return str(stamp) if stamp is not None else None
 
 
 def create_revision(
@@ -249,6 +264,36 @@ def restore_revision(kube: Kube, rollout: Rollout, revision: str) -> None:
         [{"op": "replace", "path": "/spec/template", "value": json.loads(recorded)}],
         patch_type="json",
     )
+
+
+def restart_revision(kube: Kube, rollout: Rollout, revision: str, stamp: str) -> None:
+    """Have the revision's Deployment replace its pods: what `kubectl rollout restart` does.
+
+    The pod template gets the stamp, and the recorded template the same stamp in the same
+    write, so drift detection sees a Deployment as it should be and reverts nothing. The
+    Deployment rolls with ROLLING_UPDATE: no pod leaves before its replacement is ready. Only
+    the patch verb on Deployments, which coalmine has anyway; no pod is deleted by coalmine.
+    """
+    name = rollout.deployment_name(revision)
+    deployment = kube.get(r.DEPLOYMENTS, rollout.namespace, name)
+    if deployment is None:
+        return
+    recorded = deployment["metadata"].get("annotations", {}).get(TEMPLATE_ANNOTATION)
+    patch: Obj = {
+        "spec": {
+            "strategy": copy.deepcopy(ROLLING_UPDATE),
+            "template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}},
+        },
+    }
+    if recorded:
+        template = json.loads(recorded)
+        template.setdefault("metadata", {}).setdefault("annotations", {})[
+            RESTARTED_AT_ANNOTATION
+        ] = stamp
+        patch["metadata"] = {
+            "annotations": {TEMPLATE_ANNOTATION: json.dumps(template, sort_keys=True)}
+        }
+    kube.patch(r.DEPLOYMENTS, rollout.namespace, name, patch)
 
 
 def delete_revision(kube: Kube, rollout: Rollout, revision: str) -> None:

@@ -23,6 +23,7 @@ class Deployment:
     created: datetime = EPOCH
     broken: bool = False  # its pods never become ready
     drifted: bool = False
+    restarted: str | None = None  # the restart stamp of its pod template
 
 
 @dataclass
@@ -44,7 +45,9 @@ class World:
 
     def observe(self) -> m.Observed:
         revisions = {
-            rev: m.RevisionObserved(d.replicas, d.ready, d.ready, d.created, d.drifted)
+            rev: m.RevisionObserved(
+                d.replicas, d.ready, d.ready, d.created, d.drifted, restarted=d.restarted
+            )
             for rev, d in self.deployments.items()
         }
         stable_eps = self._endpoints(self.stable_service)
@@ -86,6 +89,9 @@ class World:
                 d.ready = min(d.ready, replicas)
             case m.RestoreRevision(revision):
                 self.deployments[revision].drifted = False
+            case m.RestartRevision(revision, stamp):
+                # maxUnavailable 0: the Deployment keeps its ready pods while it replaces them.
+                self.deployments[revision].restarted = stamp
             case m.DeleteRevision(revision):
                 del self.deployments[revision]
             case m.SelectRevisions(stable, canary):
@@ -142,6 +148,10 @@ class World:
 
     def set_template(self, revision: str) -> None:
         self.plan = replace(self.plan, revision=revision)
+
+    def scale(self, replicas: int) -> None:
+        """spec.replicas changed: `kubectl scale`, or a HorizontalPodAutoscaler."""
+        self.plan = replace(self.plan, replicas=replicas)
 
     def control(self, name: str, token: str) -> None:
         self.controls[Control(name)] = token

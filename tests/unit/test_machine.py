@@ -400,9 +400,9 @@ EVENTS = st.lists(
         st.tuples(st.just("wait"), st.integers(1, 40)),
         st.tuples(st.just("template"), st.sampled_from(["rev1", "rev2", "rev3", "rev4"])),
         st.tuples(st.just("broken"), st.sampled_from(["rev2", "rev3", "rev4"])),
-        st.tuples(
-            st.just("control"), st.sampled_from(["promote", "promote-full", "abort", "retry"])
-        ),
+        st.tuples(st.just("control"), st.sampled_from([c.value for c in Control])),
+        # spec.replicas changed mid-rollout: `kubectl scale`, or a HorizontalPodAutoscaler.
+        st.tuples(st.just("scale"), st.integers(0, 6)),
         st.tuples(st.just("analysis"), st.sampled_from(list(AnalysisVerdict))),
     ),
     max_size=60,
@@ -448,6 +448,14 @@ def check_invariants(world: World, observed: m.Observed, decision: m.Decision) -
         )
         if not before.aborted and before.stage == Stage.STEPS:
             assert observed.weight <= max(asked, 0) or observed.weight == 0, (observed, asked)
+    if before.paused_by_user and memory.paused_by_user:
+        # Held by the pause control: nothing moves, whatever the step (issue 13, item 5).
+        reasons = [e.reason for e in decision.actions if isinstance(e, m.EmitEvent)]
+        assert "StepCompleted" not in reasons
+        assert (memory.step, memory.stage) == (before.step, before.stage)
+        assert memory.desired_weight == before.desired_weight
+        weights = [a.weight for a in decision.actions if isinstance(a, m.SetWeight)]
+        assert set(weights) <= {before.desired_weight}, weights
     if memory.canary == before.canary and memory.canary is not None:
         # No step is skipped silently: each one passed is announced (promote-full and retry
         # move the index on purpose, and say so).
@@ -504,10 +512,14 @@ def test_random_histories_keep_the_safety_rules(
                 world.control(str(name), f"token-{tokens}")
             case ("analysis", outcome):
                 world.step_analysis = m.AnalysisObserved(AnalysisVerdict(str(outcome)), "judged")
+            case ("scale", count):
+                world.scale(int(count))  # type: ignore[call-overload]
         decision = world.step()
         check_invariants(world, *world.history[-1][:1], decision)
         world.advance(0.5)
-    # Left alone long enough, every history converges: nothing half-done.
+    # Left alone long enough (and resumed, if held), every history converges: nothing half-done.
+    if world.memory.paused_by_user:
+        world.control("resume", "resume-at-the-end")
     world.broken_revisions.clear()
     for d in world.deployments.values():
         d.broken = False
@@ -523,5 +535,5 @@ def test_random_histories_keep_the_safety_rules(
     assert world.memory.stable is not None
     assert world.memory.stable in world.deployments
     if world.memory.phase == Phase.HEALTHY:
-        assert world.deployments[world.memory.stable].replicas == replicas
+        assert world.deployments[world.memory.stable].replicas == world.plan.replicas
         assert world.observe().weight == 0

@@ -828,14 +828,20 @@ def test_control_annotations() -> None:
     assert [control.annotation for control in Control] == [
         "coalmine.dev/abort",
         "coalmine.dev/retry",
+        "coalmine.dev/pause",
+        "coalmine.dev/resume",
         "coalmine.dev/promote-full",
         "coalmine.dev/promote",
+        "coalmine.dev/restart",
     ]
     assert [control.status_field for control in Control] == [
         "abort",
         "retry",
+        "pause",
+        "resume",
         "promote_full",
         "promote",
+        "restart",
     ]
     assert set(Controls.model_fields) == {control.status_field for control in Control}
 

@@ -177,6 +177,27 @@ class Controls(StatusModel):
     promote_full: str | None = None
     """Last coalmine.dev/promote-full token handled."""
 
+    pause: str | None = None
+    """Last coalmine.dev/pause token handled."""
+
+    resume: str | None = None
+    """Last coalmine.dev/resume token handled."""
+
+    restart: str | None = None
+    """Last coalmine.dev/restart token handled."""
+
+
+class RestartRecord(StatusModel):
+    """The last restart asked for with a coalmine.dev/restart token."""
+
+    revision: str
+    """The stable revision whose pods are replaced."""
+
+    requested_at: AwareDatetime
+    """When the token was handled: the revision's pod template carries this time in the
+    coalmine.dev/restarted-at annotation, which its Deployment rolls out a few pods at a time
+    (maxSurge 25%, maxUnavailable 0)."""
+
 
 class CanaryRolloutStatus(StatusModel):
     """What the operator observed and did: its only memory across restarts."""
@@ -251,6 +272,19 @@ class CanaryRolloutStatus(StatusModel):
     the oldest is scaled down at once to make room)."""
 
     controls: Controls = Field(default_factory=Controls)
+
+    paused_by_user: bool | None = None
+    """True while the pause control (a coalmine.dev/pause token) holds the canary: nothing
+    moves, its timers stop, until a coalmine.dev/resume token (or an abort)."""
+
+    paused_by_user_at: AwareDatetime | None = None
+    """When the pause control took hold; unset when not paused by the user."""
+
+    step_held_seconds: float | None = Field(default=None, ge=0)
+    """Seconds the pause control held the current step before the pause under way, if any:
+    a timed pause and the progress deadline leave them out."""
+
+    restart: RestartRecord | None = None
 
     analysis: list[AnalysisRunStatus] | None = Field(default=None, max_length=2)
     """The analysis runs of the current canary (an analysis step's and the background one)."""

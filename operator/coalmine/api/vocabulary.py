@@ -64,6 +64,16 @@ class Control(DocumentedEnum):
         "retry",
         "after an abort, start the same canary again from its first step.",
     )
+    PAUSE = (
+        "pause",
+        "hold the canary in flight at its current weight, whatever the step: nothing moves and "
+        "its timers stop (a timed pause does not run out, the progress deadline does not pass) "
+        "until a resume token; an abort still acts.",
+    )
+    RESUME = (
+        "resume",
+        "undo a pause: the canary goes on from where it was held, its timers counting again.",
+    )
     PROMOTE_FULL = (
         "promote-full",
         "skip every remaining step and analysis: the canary becomes the stable revision now.",
@@ -72,6 +82,11 @@ class Control(DocumentedEnum):
         "promote",
         "complete the current step (a pause, timed or not, or an analysis step) and go on with "
         "the next one.",
+    )
+    RESTART = (
+        "restart",
+        "replace the stable revision's pods a few at a time (a surge of 25%), never below the "
+        "ready count its traffic needs: for pods that went bad without a new template.",
     )
 
     @property
@@ -102,7 +117,8 @@ class Phase(DocumentedEnum):
     PAUSED = (
         "Paused",
         "the canary is held at a pause step, until the step's duration has passed or, for a "
-        "pause without duration, until a promote token.",
+        "pause without duration, until a promote token. (The pause control leaves the phase as "
+        "it is: see status.pausedByUser and the Paused condition.)",
     )
     DEGRADED = (
         "Degraded",
@@ -163,8 +179,9 @@ class ConditionType(DocumentedEnum):
     )
     PAUSED = (
         "Paused",
-        "True while the canary is held at a pause step; the message says until when, or that "
-        "it waits for a promote token.",
+        "True while the canary is held: by the pause control (reason PausedByUser, until a "
+        "resume token; status.pausedByUser is true), or at a pause step (reason PauseStep; the "
+        "message says until when, or that it waits for a promote token).",
     )
     ABORTED = (
         "Aborted",

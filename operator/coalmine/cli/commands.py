@@ -91,7 +91,7 @@ def cmd_list(args: argparse.Namespace, session: Session) -> int:
     return EXIT_OK
 
 
-# --- promote, abort, retry ------------------------------------------------------------------
+# --- promote, abort, retry, pause, resume, restart ---------------------------------------------
 
 
 def control_note(control: Control, status: Mapping[str, Any]) -> str | None:
@@ -100,11 +100,27 @@ def control_note(control: Control, status: Mapping[str, Any]) -> str | None:
     The operator records such a token anyway (so it never acts later by surprise) and says so
     in an event; saying it here saves a trip to `kubectl describe`.
     """
-    walking = bool(status.get("canaryRevision")) and not status.get("abortReason")
-    if control in (Control.PROMOTE, Control.PROMOTE_FULL, Control.ABORT) and not walking:
-        return "no canary is walking its steps: the operator will record the token and do nothing"
-    if control is Control.RETRY and not status.get("abortReason"):
-        return "the rollout is not aborted: the operator will record the token and do nothing"
+    in_flight = bool(status.get("canaryRevision")) and not status.get("abortReason")
+    paused = bool(status.get("pausedByUser"))
+    promotes = control in (Control.PROMOTE, Control.PROMOTE_FULL)
+    checks: list[tuple[bool, str]] = [
+        (
+            (promotes or control is Control.ABORT) and not in_flight,
+            "no canary is walking its steps",
+        ),
+        (promotes and paused, "the rollout is paused: resume it first"),
+        (control is Control.RETRY and not status.get("abortReason"), "the rollout is not aborted"),
+        (control is Control.PAUSE and paused, "the rollout is paused already"),
+        (control is Control.PAUSE and not in_flight, "no canary is in flight to hold"),
+        (control is Control.RESUME and not paused, "the rollout is not paused"),
+        (
+            control is Control.RESTART and not status.get("stableRevision"),
+            "there is no stable revision yet",
+        ),
+    ]
+    for applies, why in checks:
+        if applies:
+            return f"{why}: the operator will record the token and do nothing"
     return None
 
 
@@ -144,6 +160,9 @@ def cmd_control(args: argparse.Namespace, session: Session) -> int:
         "promote": Control.PROMOTE_FULL if getattr(args, "full", False) else Control.PROMOTE,
         "abort": Control.ABORT,
         "retry": Control.RETRY,
+        "pause": Control.PAUSE,
+        "resume": Control.RESUME,
+        "restart": Control.RESTART,
     }[args.command]
     rollout = fetch_rollout(session, args.name)
     note = control_note(control, rollout.get("status") or {})
@@ -424,6 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command("retry", cmd_control, "start an aborted canary again from its first step")
     retry.add_argument("name", metavar="NAME")
     _wait_options(retry)
+
+    for name, help_text in (
+        ("pause", "hold the canary at its current weight, its timers stopped, until resumed"),
+        ("resume", "let a paused canary go on from where it was held"),
+        ("restart", "replace the stable revision's pods a few at a time, none short of ready"),
+    ):
+        held = command(name, cmd_control, help_text)
+        held.add_argument("name", metavar="NAME")
+        _wait_options(held)
 
     undo = command("undo", cmd_undo, "set the template back to a kept revision (edits the spec)")
     undo.add_argument("name", metavar="NAME")

@@ -33,6 +33,8 @@ from coalmine.machine.types import Memory as Memory
 from coalmine.machine.types import Observed as Observed
 from coalmine.machine.types import Plan as Plan
 from coalmine.machine.types import Problem as Problem
+from coalmine.machine.types import Restart as Restart
+from coalmine.machine.types import RestartRevision as RestartRevision
 from coalmine.machine.types import RestoreRevision as RestoreRevision
 from coalmine.machine.types import RevisionObserved as RevisionObserved
 from coalmine.machine.types import ScaleRevision as ScaleRevision

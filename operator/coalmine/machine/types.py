@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from coalmine.api.limits import PENDING_SCALE_DOWN_LIMIT
 from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
@@ -60,6 +60,19 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Restart:
+    """A restart asked for (coalmine.dev/restart): the pods of ``revision``, stamped ``at``."""
+
+    revision: str
+    at: datetime
+
+    @property
+    def stamp(self) -> str:
+        """The value its Deployment's pod template carries once the restart is under way."""
+        return self.at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
 class Memory:
     """The part of the status the machine reads and writes: the operator's only memory."""
 
@@ -84,6 +97,15 @@ class Memory:
     promoted: frozenset[str] = frozenset()
     """Revisions the status records as having been stable: the only ones a fast rollback may
     return to (a Deployment that merely exists proves nothing: it may be a half-made canary)."""
+    paused_by_user: bool = False
+    """Held by the pause control until a resume: nothing moves, the step's timers stop."""
+    paused_at: datetime | None = None
+    """When the pause control took hold (None: not paused by the user)."""
+    held_seconds: float = 0.0
+    """Seconds the current step was held by the pause control before the pause under way (if
+    any): the step's timers leave them out."""
+    restart: Restart | None = None
+    """The last restart asked for."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,8 @@ class RevisionObserved:
     available: int
     created: datetime
     drifted: bool = False
+    restarted: str | None = None
+    """The restart stamp its pod template carries (see `Restart.stamp`); None: never restarted."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,15 @@ class DeleteRevision:
 
 
 @dataclass(frozen=True)
+class RestartRevision:
+    """Replace a revision's pods a few at a time, never fewer ready than its replicas: its pod
+    template gets ``stamp``, which its Deployment rolls out with no pod unavailable."""
+
+    revision: str
+    stamp: str
+
+
+@dataclass(frozen=True)
 class SelectRevisions:
     """Point the stable and canary Services at these revisions (canary None: no pods)."""
 
@@ -175,6 +208,7 @@ Action = (
     | ScaleRevision
     | RestoreRevision
     | DeleteRevision
+    | RestartRevision
     | SelectRevisions
     | SetWeight
     | FinalizeRouting
