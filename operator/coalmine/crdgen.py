@@ -23,6 +23,7 @@ from typing import Any, NotRequired, TypedDict
 
 import yaml
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
 from coalmine.analysis.spec import AnalysisRef, AnalysisTemplateSpec, BackgroundAnalysis
 from coalmine.api.limits import (
@@ -487,6 +488,25 @@ def _status_schema() -> Schema:
     return status
 
 
+def _path(root: str, model: type[BaseModel], field: str) -> str:
+    """The JSON path of a model's field in the object (`.spec.replicas`), as subresources name
+    it: from the model, so a renamed field cannot leave the CRD pointing at nothing."""
+    if field not in model.model_fields:
+        raise CrdGenError(f"{model.__name__} has no field {field}")
+    alias = model.model_fields[field].alias or to_camel(field)
+    return f".{root}.{alias}"
+
+
+def _scale_subresource() -> Schema:
+    """`kubectl scale crol` and HorizontalPodAutoscalers (scaleTargetRef kind CanaryRollout) set
+    spec.replicas, read status.replicas, and measure the pods status.selector picks."""
+    return {
+        "specReplicasPath": _path("spec", CanaryRolloutSpec, "replicas"),
+        "statusReplicasPath": _path("status", CanaryRolloutStatus, "replicas"),
+        "labelSelectorPath": _path("status", CanaryRolloutStatus, "selector"),
+    }
+
+
 _PRINTER_COLUMNS: tuple[Schema, ...] = (
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Step", "type": "string", "jsonPath": ".status.stepDisplay"},
@@ -532,7 +552,7 @@ def canary_rollout_crd() -> Schema:
         PLURAL,
         root,
         short_names=SHORT_NAMES,
-        subresources={"status": {}},
+        subresources={"status": {}, "scale": _scale_subresource()},
         columns=[dict(column) for column in _PRINTER_COLUMNS],
     )
 

@@ -42,6 +42,11 @@ def owned_labels(rollout: str, revision: str | None = None) -> dict[str, str]:
     return labels
 
 
+def pods_selector(rollout: str) -> str:
+    """A label selector for the pods of every revision of a rollout (the scale subresource's)."""
+    return f"{ROLLOUT_LABEL}={rollout}"
+
+
 def owned_selector(rollout: str) -> str:
     """A label selector for everything a rollout owns."""
     return f"{ROLLOUT_LABEL}={rollout},{MANAGED_BY_LABEL}={MANAGED_BY}"

@@ -403,6 +403,7 @@ def _converge(
             at,
             router_error=router_error,
             stable_ready=sum(observed.stable_endpoints.values()),
+            replicas=sum(revision.replicas for revision in observed.revisions.values()),
         )
         new.analysis = _runs(current.rollout, decision.memory, progress)
         intent = _intent(new) != _intent(current.written)

@@ -33,6 +33,7 @@ from coalmine.api.vocabulary import (
     Stage,
     StepAction,
 )
+from coalmine.labels import pods_selector
 
 
 def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
@@ -149,11 +150,13 @@ def status_from(
     *,
     router_error: str | None = None,
     stable_ready: int = 0,
+    replicas: int | None = None,
 ) -> CanaryRolloutStatus:
     """The new status: the machine's memory plus conditions, history and display fields.
 
     ``stable_ready`` is the number of ready endpoints of the stable Service: Available is True
-    only while it is above 0.
+    only while it is above 0. ``replicas`` is what the revisions' Deployments are sized for
+    (the scale subresource's status.replicas); None keeps the last value.
     """
     old = rollout.status
     memory = decision.memory
@@ -195,6 +198,9 @@ def status_from(
         **{Control(c).status_field: token for c, token in memory.handled.items()}
     )
     status.steps_hash = memory.steps_hash or None
+    if replicas is not None:
+        status.replicas = replicas
+    status.selector = pods_selector(rollout.metadata.name)
     status.paused_by_user = memory.paused_by_user or None
     status.paused_by_user_at = memory.paused_at if memory.paused_by_user else None
     status.step_held_seconds = round(memory.held_seconds, 3) or None

@@ -161,12 +161,30 @@ def test_short_name_does_not_clash_with_flagger_or_argo() -> None:
     assert not taken & set(_crd()["spec"]["names"]["shortNames"])
 
 
-def test_version_serves_and_stores_with_a_status_subresource() -> None:
+def test_version_serves_and_stores_with_status_and_scale_subresources() -> None:
     version = _version()
     assert version["name"] == "v1alpha1"
     assert version["served"] is True
     assert version["storage"] is True
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {
+        "status": {},
+        # kubectl scale and HorizontalPodAutoscalers (issue 13, item 1).
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+
+
+def test_the_scale_subresource_points_at_integer_and_string_fields() -> None:
+    scale = _version()["subresources"]["scale"]
+    schema = _version()["schema"]["openAPIV3Schema"]
+    kinds = {"specReplicasPath": "integer", "statusReplicasPath": "integer"}
+    kinds["labelSelectorPath"] = "string"
+    for key, kind in kinds.items():
+        root, field = scale[key].lstrip(".").split(".")
+        assert schema["properties"][root]["properties"][field]["type"] == kind, key
 
 
 def test_printer_columns() -> None:

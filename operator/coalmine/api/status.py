@@ -286,6 +286,15 @@ class CanaryRolloutStatus(StatusModel):
 
     restart: RestartRecord | None = None
 
+    replicas: int | None = Field(default=None, ge=0)
+    """Pods the rollout's revisions are sized for now, stable and canary together (more than
+    spec.replicas while a canary runs beside the stable revision): the scale subresource's
+    status.replicas, which `kubectl scale` and HorizontalPodAutoscalers read."""
+
+    selector: str | None = None
+    """The label selector of the pods of every revision (coalmine.dev/rollout=<name>): the
+    scale subresource's selector, whose pods a HorizontalPodAutoscaler measures."""
+
     analysis: list[AnalysisRunStatus] | None = Field(default=None, max_length=2)
     """The analysis runs of the current canary (an analysis step's and the background one)."""
 
