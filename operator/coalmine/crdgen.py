@@ -329,7 +329,8 @@ def _require_digest(containers: str) -> Rule:
     return {
         "rule": (
             f"!has(self.imagePolicy) || self.imagePolicy != '{ImagePolicy.REQUIRE_DIGEST.value}'"
-            f" || !has(self.template.spec) || !has(self.template.spec.{containers})"
+            " || !has(self.template) || !has(self.template.spec)"
+            f" || !has(self.template.spec.{containers})"
             f" || self.template.spec.{containers}.all(c, !has(c.image)"
             f" || c.image.matches({_cel_string(IMAGE_DIGEST_PATTERN)}))"
         ),
@@ -355,6 +356,17 @@ _ROUTERS = list(ROUTERS)
 _ACTIONS = [action.value for action in StepAction]
 
 RULES: tuple[tuple[str, Rule], ...] = (
+    (
+        "",
+        {
+            "rule": "has(self.template) != has(self.workloadRef)",
+            "message": (
+                "set exactly one of template and workloadRef (the pods, or an existing "
+                "Deployment to adopt them from)"
+            ),
+            "reason": "FieldValueInvalid",
+        },
+    ),
     (
         "",
         {
@@ -513,6 +525,8 @@ _PRINTER_COLUMNS: tuple[Schema, ...] = (
     {"name": "Weight", "type": "integer", "jsonPath": ".status.confirmedWeight"},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},
+    # What an adopted Deployment's name is (spec.workloadRef): empty for a rollout of its own.
+    {"name": "Adopted", "type": "string", "jsonPath": ".spec.workloadRef.name"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 )

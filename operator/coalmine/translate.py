@@ -15,6 +15,7 @@ from coalmine.analysis.spec import BackgroundAnalysis
 from coalmine.api.limits import HISTORY_LIMIT
 from coalmine.api.resource import CanaryRollout
 from coalmine.api.status import (
+    AdoptionStatus,
     CanaryRolloutStatus,
     Controls,
     PendingScaleDown,
@@ -48,8 +49,11 @@ def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
             steps.append(m.Step(StepAction.PAUSE, pause_seconds=seconds))
         else:
             steps.append(m.Step(StepAction.ANALYSIS))
+    ref = spec.workload_ref
     return m.Plan(
-        revision=spec.revision,
+        # An adopted Deployment's template is put in by the operator once read; a rollout
+        # being deleted whose Deployment is gone has none, and needs none.
+        revision=spec.revision if spec.template is not None else "",
         replicas=spec.replicas,
         steps=tuple(steps),
         weighted=spec.routing.weighted,
@@ -66,6 +70,8 @@ def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
             if spec.analysis is None
             else BackgroundAnalysis.from_object(spec.analysis, path="spec.analysis").starting_step
         ),
+        adoption=None if ref is None else m.Adoption(ref.name, ref.scale_down),
+        deleting_since=rollout.metadata.deletion_timestamp if deleting else None,
     )
 
 
@@ -100,6 +106,9 @@ def memory_from(status: CanaryRolloutStatus) -> m.Memory:
             if status.restart is not None
             else None
         ),
+        adopted=status.adoption.deployment if status.adoption else None,
+        taken_over=status.adoption.taken_over_at if status.adoption else None,
+        adopted_replicas=status.adoption.replicas if status.adoption else None,
         # History keeps the last HISTORY_LIMIT revisions: an older kept revision is not known to
         # have been stable, and going back to it walks the steps (the safe side).
         promoted=frozenset(
@@ -198,6 +207,15 @@ def status_from(
         **{Control(c).status_field: token for c, token in memory.handled.items()}
     )
     status.steps_hash = memory.steps_hash or None
+    status.adoption = (
+        AdoptionStatus(
+            deployment=memory.adopted,
+            taken_over_at=memory.taken_over,
+            replicas=memory.adopted_replicas,
+        )
+        if memory.adopted is not None
+        else None
+    )
     if replicas is not None:
         status.replicas = replicas
     status.selector = pods_selector(rollout.metadata.name)
@@ -221,7 +239,7 @@ def _history(rollout: CanaryRollout, decision: m.Decision, now: datetime) -> lis
     before = rollout.status.canary_revision
     memory = decision.memory
     reasons = {a.reason: a for a in decision.actions if isinstance(a, m.EmitEvent)}
-    images = images_of(rollout.spec.template)
+    images = images_of(rollout.spec.template or {})
     if memory.canary is not None and memory.canary != before:
         history = _record(history, memory.canary, Outcome.IN_PROGRESS, now, images=images)
     if memory.stable is not None and not history:
@@ -269,11 +287,14 @@ def _conditions(
     service = f"{rollout.spec.service.name}-stable"
     if stable_ready > 0:
         serves = f"({stable_ready} ready endpoints)"
+        who = f"revision {memory.stable}"
+        if memory.adopted is not None and memory.taken_over is None:
+            who += f" (with Deployment {memory.adopted}'s pods, until it takes over)"
         put(
             ConditionType.AVAILABLE,
             yes,
             "StableServing",
-            f"revision {memory.stable} serves through Service {service} {serves}",
+            f"{who} serves through Service {service} {serves}",
         )
     else:
         nothing = f"revision {memory.stable} serves nothing"

@@ -27,6 +27,17 @@ class Deployment:
 
 
 @dataclass
+class AdoptedDeployment:
+    """The user's Deployment a rollout adopts (spec.workloadRef)."""
+
+    replicas: int
+    ready: int
+    marked: int | None = None  # the adopted-replicas annotation
+    selectable: bool = True
+    released: bool = False
+
+
+@dataclass
 class World:
     plan: m.Plan
     memory: m.Memory = field(default_factory=m.Memory)
@@ -42,6 +53,8 @@ class World:
     router_error: str | None = None  # the routing object is missing or not as documented
     step_analysis: m.AnalysisObserved | None = None
     background_analysis: m.AnalysisObserved | None = None
+    adopted: AdoptedDeployment | None = None
+    services_select_adopted: bool = False  # the stable Service selects the adopted pods too
 
     def observe(self) -> m.Observed:
         revisions = {
@@ -59,10 +72,16 @@ class World:
         else:
             canary_ready = sum(canary_eps.values()) if self.memory.canary else 0
             weight = m.ratio_weight(canary_ready, sum(stable_eps.values()))
+        adopted = None
+        if self.adopted is not None:
+            a = self.adopted
+            adopted = m.AdoptedObserved(a.replicas, a.ready, a.marked, a.selectable)
         return m.Observed(
             revisions=revisions,
             weight=weight,
-            stable_service=self.stable_service,
+            # A Service selecting the adopted pods by their labels names no revision.
+            stable_service=None if self.services_select_adopted else self.stable_service,
+            adopted=adopted,
             canary_service=self.canary_service,
             stable_endpoints=stable_eps,
             canary_endpoints=canary_eps,
@@ -94,8 +113,16 @@ class World:
                 self.deployments[revision].restarted = stamp
             case m.DeleteRevision(revision):
                 del self.deployments[revision]
-            case m.SelectRevisions(stable, canary):
+            case m.SelectRevisions(stable, canary, adopted):
                 self.stable_service, self.canary_service = stable, canary
+                self.services_select_adopted = adopted
+            case m.ScaleAdopted(replicas):
+                assert self.adopted is not None
+                self.adopted.replicas = self.adopted.marked = replicas
+                self.adopted.ready = min(self.adopted.ready, replicas)
+            case m.ReleaseAdopted():
+                assert self.adopted is not None
+                self.adopted.released = True
             case m.SetWeight(weight):
                 self.weight = weight
             case m.EmitEvent():
@@ -116,6 +143,8 @@ class World:
         for d in self.deployments.values():
             if not d.broken:
                 d.ready = d.replicas
+        if self.adopted is not None:
+            self.adopted.ready = self.adopted.replicas
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
@@ -132,7 +161,16 @@ class World:
     def snapshot(self) -> object:
         """Everything a decision can change: equal before and after one means it changed nothing."""
         deployments = {r: replace(d) for r, d in sorted(self.deployments.items())}
-        return (self.memory, deployments, self.weight, self.stable_service, self.canary_service)
+        adopted = replace(self.adopted) if self.adopted is not None else None
+        return (
+            self.memory,
+            deployments,
+            self.weight,
+            self.stable_service,
+            self.canary_service,
+            adopted,
+            self.services_select_adopted,
+        )
 
     def run(self, rounds: int, seconds: float = 1.0) -> bool:
         """Up to ``rounds`` decisions with time passing; True once nothing more happens: a

@@ -195,14 +195,19 @@ def test_printer_columns() -> None:
         ("Weight", ".status.confirmedWeight"),
         ("Stable", ".status.stableRevision"),
         ("Canary", ".status.canaryRevision"),
+        ("Adopted", ".spec.workloadRef.name"),
         ("Age", ".metadata.creationTimestamp"),
     ]
     status = _root()["properties"]["status"]["properties"]
+    spec = _root()["properties"]["spec"]["properties"]
     for column in columns:
-        section, name = column["jsonPath"].removeprefix(".").split(".")
-        if section == "status":
-            declared = status[name]["type"]
-            assert column["type"] == {"string": "string", "integer": "integer"}[declared]
+        section, *names = column["jsonPath"].removeprefix(".").split(".")
+        node = {"status": {"properties": status}, "spec": {"properties": spec}}.get(section)
+        if node is None:
+            continue
+        for name in names:
+            node = node["properties"][name]
+        assert column["type"] == {"string": "string", "integer": "integer"}[node["type"]]
 
 
 # --- structural ------------------------------------------------------------------------------
@@ -287,9 +292,17 @@ def test_crd_defaults_are_the_model_defaults() -> None:
         "abortScaleDownDelaySeconds": 30,
         "revisionHistoryLimit": 3,
         "deletionPolicy": "RestoreStable",
+        "workloadRef.scaleDown": "onSuccess",
     }
     for name, value in defaults.items():
+        if name.startswith("workloadRef."):
+            continue  # in an object MINIMAL does not have: below
         assert parsed[name] == value, name
+    adopting = _load(MINIMAL)
+    del adopting["spec"]["template"]
+    adopting["spec"]["workloadRef"] = {"name": "web"}
+    ref = CanaryRollout.from_object(adopting).spec.to_dict()["workloadRef"]
+    assert ref["scaleDown"] == defaults["workloadRef.scaleDown"]
 
 
 def test_conditions_are_a_map_keyed_by_type() -> None:
@@ -710,3 +723,41 @@ def test_rule_paths_must_exist() -> None:
     spec = crdgen._model_schema(CanaryRolloutSpec, keep_defaults=True)
     with pytest.raises(crdgen.CrdGenError, match=r"spec\.steps\[\]\.wait"):
         crdgen._at(spec, "steps[].wait")
+
+
+@pytest.mark.parametrize(
+    ("template", "workload_ref", "imagePolicy"),
+    [
+        (True, False, "Warn"),
+        (False, True, "Warn"),
+        (True, True, "Warn"),
+        (False, False, "Warn"),
+        (False, True, "RequireDigest"),  # the adopted template is checked by the operator
+    ],
+)
+def test_the_template_or_workload_ref_rule_agrees_with_the_models(
+    template: bool,
+    workload_ref: bool,
+    imagePolicy: str,  # noqa: N803 - the field's name
+) -> None:
+    spec_rules = [
+        rule["rule"] for rule in _root()["properties"]["spec"]["x-kubernetes-validations"]
+    ]
+    obj = _load(MINIMAL)
+    spec = obj["spec"]
+    spec["imagePolicy"] = imagePolicy
+    if not template:
+        del spec["template"]
+    if workload_ref:
+        spec["workloadRef"] = {"name": "web", "scaleDown": "onSuccess"}
+    spec.setdefault("minReadySeconds", 0)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    cel = all(_cel_passes(rule, spec) for rule in spec_rules)
+    assert cel == (template != workload_ref)
+    if cel:
+        CanaryRollout.from_object(obj)
+        return
+    with pytest.raises(SpecError) as refused:
+        CanaryRollout.from_object(obj)
+    assert refused.value.field == "spec"
+    assert "exactly one of template and workloadRef" in refused.value.reason

@@ -199,6 +199,21 @@ class RestartRecord(StatusModel):
     (maxSurge 25%, maxUnavailable 0)."""
 
 
+class AdoptionStatus(StatusModel):
+    """The user's Deployment the rollout adopted (spec.workloadRef): docs/adoption.md."""
+
+    deployment: str
+    """Its name."""
+
+    taken_over_at: AwareDatetime | None = None
+    """When the rollout's Services stopped selecting its pods: from then on the stable
+    revision serves the rollout's traffic alone. Unset while it still helps."""
+
+    replicas: int | None = Field(default=None, ge=0)
+    """The replica count coalmine last set on it (spec.workloadRef.scaleDown); unset while
+    coalmine has not changed it."""
+
+
 class CanaryRolloutStatus(StatusModel):
     """What the operator observed and did: its only memory across restarts."""
 
@@ -285,6 +300,8 @@ class CanaryRolloutStatus(StatusModel):
     a timed pause and the progress deadline leave them out."""
 
     restart: RestartRecord | None = None
+
+    adoption: AdoptionStatus | None = None
 
     replicas: int | None = Field(default=None, ge=0)
     """Pods the rollout's revisions are sized for now, stable and canary together (more than

@@ -39,6 +39,28 @@ class DeletionPolicy(DocumentedEnum):
     )
 
 
+class ScaleDown(DocumentedEnum):
+    """When an adopted Deployment (spec.workloadRef) is scaled down; it is never deleted."""
+
+    NEVER = (
+        "never",
+        "it keeps its pods: it serves through your own Service beside the rollout's revisions, "
+        "and rolls out a template edited in Git by itself, past the canary.",
+    )
+    ON_SUCCESS = (
+        "onSuccess",
+        "to zero once the rollout has taken over its traffic: the stable revision available, "
+        "the rollout's Services (and the router) sending nothing to its pods any more, and "
+        "scaleDownDelaySeconds after that. No pod of it leaves while coalmine routes to it.",
+    )
+    PROGRESSIVELY = (
+        "progressively",
+        "one pod less for each ready pod of the stable revision, while both serve, like a "
+        "rolling update of the Deployment itself (its pods should finish their requests on "
+        "termination, as in any rolling update); at zero once the stable revision is available.",
+    )
+
+
 class StepAction(StrEnum):
     """What a step does; named after the step's field."""
 
@@ -164,7 +186,8 @@ class ConditionType(DocumentedEnum):
         "Ready",
         "True while the operator can act on the spec as written; False with the reason that "
         "stops it, naming the field or object: InvalidSpec, RouterError, OwnershipConflict, "
-        "APIRejected, RevisionGone, Unreadable, InternalError. It retries with a growing delay.",
+        "APIRejected, RevisionGone, WorkloadNotFound, WorkloadInvalid, Unreadable, "
+        "InternalError. It retries with a growing delay.",
     )
     AVAILABLE = (
         "Available",

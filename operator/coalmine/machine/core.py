@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
+from coalmine.machine import adoption
 from coalmine.machine.builder import Builder
 from coalmine.machine.common import abort, deadline_passed
 from coalmine.machine.ratio import ReplicaRatio
@@ -41,6 +42,7 @@ def decide(plan: Plan, memory: Memory, observed: Observed, now: datetime) -> Dec
     """The next actions and memory for one rollout. Pure: same inputs, same decision."""
     b = Builder(plan, memory, observed, now)
     strategy = WEIGHTED if plan.weighted else RATIO
+    adoption.remember(b)
     if plan.deleting:
         return _finalize(b, strategy)
     _restore_drift(b)
@@ -58,6 +60,7 @@ def decide(plan: Plan, memory: Memory, observed: Observed, now: datetime) -> Dec
         _steady(b, strategy)
     elif not _superseded(b):
         _advance(b, strategy)
+    adoption.track(b)
     _restart_stable(b)
     _scale_down_old(b)
     _prune(b)
@@ -266,7 +269,7 @@ def _steady(b: Builder, strategy: Strategy) -> None:
     stable = b.memory.stable
     assert stable is not None
     b.scale(stable, b.plan.replicas)
-    b.act(SelectRevisions(stable, None))
+    b.act(SelectRevisions(stable, None, adopted=adoption.serves_adopted(b)))
     routed = strategy.route(b, 0)
     available = b.available(stable) >= b.plan.replicas
     if routed and available:
@@ -542,6 +545,8 @@ def _finalize(b: Builder, strategy: Strategy) -> Decision:
     reachable = b.observed.router_error is None
     restore = b.plan.restore_stable_on_delete and strategy.restores_on_delete and reachable
     if restore and b.memory.canary is not None and not strategy.route(b, 0):
+        return b.decision()
+    if not adoption.let_go(b):
         return b.decision()
     b.act(FinalizeRouting(restore_stable=b.plan.restore_stable_on_delete))
     return b.decision(done_deleting=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from coalmine.api.limits import PENDING_SCALE_DOWN_LIMIT
-from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
+from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, ScaleDown, Stage, StepAction
 
 WAIT = 5.0
 """Seconds between looks while waiting for pods or the router: watch events usually come sooner
@@ -38,6 +38,14 @@ class AnalysisObserved:
 
 
 @dataclass(frozen=True)
+class Adoption:
+    """The user's Deployment the template comes from (spec.workloadRef)."""
+
+    deployment: str
+    scale_down: ScaleDown = ScaleDown.ON_SUCCESS
+
+
+@dataclass(frozen=True)
 class Plan:
     """What the spec asks for, reduced to what the machine needs."""
 
@@ -57,6 +65,11 @@ class Plan:
     """Changes when the steps change; a canary walking old steps starts over on the new ones."""
     background_from_step: int | None = None
     """The step index from which the background analysis judges the canary; None: none."""
+    adoption: Adoption | None = None
+    """The Deployment adopted (spec.workloadRef); None: the template is the spec's."""
+    deleting_since: datetime | None = None
+    """When deletion was asked (metadata.deletionTimestamp): what deletion waits for is bounded
+    by the progress deadline from then."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,13 @@ class Memory:
     any): the step's timers leave them out."""
     restart: Restart | None = None
     """The last restart asked for."""
+    adopted: str | None = None
+    """The adopted Deployment the two fields below are about (None: nothing adopted yet)."""
+    taken_over: datetime | None = None
+    """When the rollout's Services stopped selecting the adopted Deployment's pods, its
+    traffic then served by the stable revision alone (None: not yet)."""
+    adopted_replicas: int | None = None
+    """The replica count coalmine last set on the adopted Deployment (None: never touched)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +139,19 @@ class RevisionObserved:
     drifted: bool = False
     restarted: str | None = None
     """The restart stamp its pod template carries (see `Restart.stamp`); None: never restarted."""
+
+
+@dataclass(frozen=True)
+class AdoptedObserved:
+    """The adopted Deployment as observed."""
+
+    replicas: int
+    ready: int
+    marked: int | None = None
+    """The replica count the adopted-replicas annotation says coalmine last set (None: none)."""
+    selectable: bool = True
+    """Its pods can be picked by a Service's selector (its own is matchLabels only): the
+    rollout's Services can then serve them until the stable revision takes over."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +173,8 @@ class Observed:
     """The verdict of the current analysis step's run (None: not started)."""
     background_analysis: AnalysisObserved | None = None
     """The verdict of the background analysis (None: none, or not started)."""
+    adopted: AdoptedObserved | None = None
+    """The adopted Deployment (None: none adopted, or it is gone)."""
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -180,10 +215,27 @@ class RestartRevision:
 
 @dataclass(frozen=True)
 class SelectRevisions:
-    """Point the stable and canary Services at these revisions (canary None: no pods)."""
+    """Point the stable and canary Services at these revisions (canary None: no pods).
+
+    ``adopted``: the stable Service (and the one of every revision) selects the adopted
+    Deployment's pods too, as its own Service does: until the stable revision takes over.
+    """
 
     stable: str
     canary: str | None
+    adopted: bool = False
+
+
+@dataclass(frozen=True)
+class ScaleAdopted:
+    """Set the adopted Deployment's replicas (and the annotation that says coalmine did)."""
+
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ReleaseAdopted:
+    """Let go of the adopted Deployment: its label and annotation off; it stays as it is."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +262,8 @@ Action = (
     | DeleteRevision
     | RestartRevision
     | SelectRevisions
+    | ScaleAdopted
+    | ReleaseAdopted
     | SetWeight
     | FinalizeRouting
     | EmitEvent
