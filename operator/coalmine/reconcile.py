@@ -125,6 +125,7 @@ class _Pass:
                 self.workload,
                 ref.name,
                 require_digest=spec.image_policy == ImagePolicy.REQUIRE_DIGEST,
+                label=not self.deleting,
             )
         except (w.AdoptionError, w.OwnershipError):
             if self.deleting:

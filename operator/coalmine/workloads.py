@@ -472,12 +472,15 @@ def ready_endpoints(kube: Kube, namespace: str, service: str) -> int:
 # --- an adopted Deployment (spec.workloadRef) ------------------------------------------------
 
 
-def read_adopted(kube: Kube, rollout: Rollout, name: str, *, require_digest: bool) -> Adopted:
+def read_adopted(
+    kube: Kube, rollout: Rollout, name: str, *, require_digest: bool, label: bool = True
+) -> Adopted:
     """The Deployment the rollout adopts, from the cache of adopted ones.
 
     At first sight it is not in that cache: it is read once from the API, checked, and labelled
     adopted-by (the label puts it in the cache; Argo CD does not count a label that is not in
-    Git as drift). Never one coalmine manages, nor one another rollout adopted.
+    Git as drift). Never one coalmine manages, nor one another rollout adopted. ``label`` False
+    (a rollout being deleted): read, never labelled again once released.
     """
     deployment = kube.get(r.ADOPTED_DEPLOYMENTS, rollout.namespace, name)
     if deployment is None:
@@ -501,7 +504,7 @@ def read_adopted(kube: Kube, rollout: Rollout, name: str, *, require_digest: boo
             "WorkloadInvalid",
             f"{WORKLOAD_FIELD}: Deployment {name} spec.template{problem.field}: {problem.reason}",
         )
-    if adopter != rollout.name:
+    if label and adopter != rollout.name:
         deployment = kube.patch(
             r.ADOPTED_DEPLOYMENTS,
             rollout.namespace,

@@ -117,6 +117,10 @@ def test_the_operator_works_with_only_its_cluster_role(
         rollouts.control("shop", "promote-full")
         rollouts.wait_phase("shop", "Healthy", stableRevision=canary)
         assert router_weight(kube, namespace, "gatewayAPI", "shop") == 0
+        # The incident controls and adoption need nothing beyond the ClusterRole either.
+        token = rollouts.control("shop", "restart")
+        rollouts.wait("shop", lambda s: s["controls"].get("restart") == token, "restart handled")
+        _adopt_with_only_the_cluster_role(kube, namespace, rollouts)
         rollouts.delete("shop")
         wait_for(rollouts.names, until=lambda n: n == [], timeout=30, message="finalized")
     finally:
@@ -124,6 +128,38 @@ def test_the_operator_works_with_only_its_cluster_role(
     log = process.log.read_text()
     assert "Forbidden" not in log, process.tail()
     assert " 403" not in log, process.tail()
+
+
+def _adopt_with_only_the_cluster_role(kube: Cluster, namespace: str, rollouts: Rollouts) -> None:
+    """A Deployment adopted, scaled down, then back up when its rollout is deleted."""
+    template = {
+        "metadata": {"labels": {"app": "plain"}},
+        "spec": {"containers": [{"name": "app", "image": "example.com/plain:1"}]},
+    }
+    kube.raw.create(
+        k.DEPLOYMENTS,
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "plain"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "plain"}},
+                "template": template,
+            },
+        },
+    )
+    body = manifest("adopter", "v1", replicas=2, scaleDownDelaySeconds=1)
+    del body["spec"]["template"]
+    body["spec"]["workloadRef"] = {"name": "plain"}
+    rollouts.create(body)
+    rollouts.wait("adopter", lambda s: (s.get("adoption") or {}).get("replicas") == 0, "scaled")
+    rollouts.delete("adopter")
+    wait_for(rollouts.names, until=lambda n: "adopter" not in n, timeout=60, message="let go")
+    plain = kube.raw.fetch(k.DEPLOYMENTS, namespace, "plain") or {}
+    assert plain["spec"]["replicas"] == 2
+    assert "coalmine.dev/adopted-by" not in plain["metadata"].get("labels", {})
 
 
 @pytest.mark.usefixtures("quiet_session_operator")
