@@ -22,6 +22,7 @@ Rules the commands keep:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -56,7 +57,12 @@ from coalmine.cli.session import (
     require_crd,
 )
 from coalmine.kube import ConflictError, NotFoundError, Obj
-from coalmine.labels import REVISION_LABEL, ROLLOUT_LABEL, TEMPLATE_ANNOTATION
+from coalmine.labels import (
+    RESTARTED_AT_ANNOTATION,
+    REVISION_LABEL,
+    ROLLOUT_LABEL,
+    TEMPLATE_ANNOTATION,
+)
 
 ARGO_CD_WARNING = (
     "warning: undo edits spec.template. If Argo CD (or Flux) manages this CanaryRollout, that is "
@@ -256,9 +262,10 @@ def restore_template(recorded: str, revision: str) -> dict[str, Any]:
     """The user's pod template of a revision, rebuilt from its Deployment's annotation.
 
     The annotation holds the template with the operator's two labels added (and the
-    `metadata.labels` it had to create for them). Both forms, with and without those empty
-    maps, are tried: only the one whose hash is the revision's name brings the very revision
-    back, and thus the fast rollback.
+    `metadata.labels` it had to create for them), and after a restart (coalmine.dev/restart)
+    its stamp among the annotations (and the map it had to create). Every form, with and
+    without those emptied maps, is tried: only the one whose hash is the revision's name brings
+    the very revision back, and thus the fast rollback.
     """
     try:
         template = json.loads(recorded)
@@ -267,30 +274,53 @@ def restore_template(recorded: str, revision: str) -> dict[str, Any]:
     if not isinstance(template, dict):
         raise CliError(f"the {TEMPLATE_ANNOTATION} annotation of revision {revision} is not JSON")
     metadata = template.get("metadata")
-    labels = metadata.get("labels") if isinstance(metadata, dict) else None
-    if isinstance(labels, dict):
-        labels.pop(ROLLOUT_LABEL, None)
-        labels.pop(REVISION_LABEL, None)
-    candidates = [json.loads(json.dumps(template))]
-    if isinstance(metadata, dict) and labels == {}:
-        del metadata["labels"]
-        candidates.append(json.loads(json.dumps(template)))
-        if not metadata:
-            del template["metadata"]
-            candidates.append(template)
-    for candidate in candidates:
+    if isinstance(metadata, dict):
+        for key, ours in (
+            ("labels", (ROLLOUT_LABEL, REVISION_LABEL)),
+            ("annotations", (RESTARTED_AT_ANNOTATION,)),
+        ):
+            entries = metadata.get(key)
+            if isinstance(entries, dict):
+                for name in ours:
+                    entries.pop(name, None)
+    for candidate in _without_emptied_maps(template):
         if template_revision(candidate) == revision:
-            return dict(candidate)
+            return candidate
     raise CliError(
         f"cannot rebuild the template of revision {revision} exactly from its Deployment (the "
         f"{TEMPLATE_ANNOTATION} annotation no longer hashes to it); not changing anything"
     )
 
 
+def _without_emptied_maps(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """The template as it is, and without each empty labels or annotations map (and then an
+    empty metadata): the maps coalmine may have created for its own entries."""
+    candidates = []
+    for drops in itertools.product((False, True), repeat=3):
+        drop_labels, drop_annotations, drop_metadata = drops
+        candidate: dict[str, Any] = json.loads(json.dumps(template))
+        metadata = candidate.get("metadata")
+        if isinstance(metadata, dict):
+            for key, drop in (("labels", drop_labels), ("annotations", drop_annotations)):
+                if drop and metadata.get(key) == {}:
+                    del metadata[key]
+            if drop_metadata and not metadata:
+                del candidate["metadata"]
+        candidates.append(candidate)
+    return candidates
+
+
 def cmd_undo(args: argparse.Namespace, session: Session) -> int:
     rollout = fetch_rollout(session, args.name)
     spec = rollout.get("spec") or {}
     status = rollout.get("status") or {}
+    ref = spec.get("workloadRef")
+    if isinstance(ref, Mapping):
+        raise CliError(
+            f"canaryrollout {args.name} takes its template from Deployment {ref.get('name')} "
+            "(spec.workloadRef): undo there, in Git (git revert); a kept revision rolls back "
+            "just as fast"
+        )
     spec_revision = template_revision(spec.get("template") or {})
     kept = kept_revisions(fetch_deployments(session, args.name))
     if args.to_revision:

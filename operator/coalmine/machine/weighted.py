@@ -34,7 +34,7 @@ class WeightedRouting:
         assert stable is not None
         b.scale(stable, b.plan.replicas)
         b.act(SelectRevisions(stable, b.memory.canary))
-        if b.plan.replicas > 0 and b.ready(stable) == 0:
+        if b.plan.replicas > 0 and b.available(stable) == 0:
             # Nothing waits for it (the canary's weight needs only the canary's pods), but the
             # share routed to it fails: say which revision is the unhealthy one.
             b.event(
