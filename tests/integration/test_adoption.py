@@ -22,7 +22,7 @@ from coalmine import kube as k
 from coalmine import resources as r
 from devenv import cluster, traefik
 from devenv.loadgen import LoadGenerator
-from devenv.manifests import demo_template
+from devenv.manifests import demo_template, deployment
 from devenv.waiting import wait_for
 
 from .conftest import Cluster
@@ -33,19 +33,8 @@ pytestmark = pytest.mark.usefixtures("operator")
 
 RATE = 100
 REPLICAS = 4
-
-
-def deployment(version: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "labels": {"app": "web"}},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": demo_template(version, app="web"),
-        },
-    }
+PLAIN = "example.com/plain:1"
+"""An image KWOK makes pods of that are ready at once (no process behind them)."""
 
 
 def route(*backends: str) -> dict[str, Any]:
@@ -96,7 +85,7 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
     host = f"web.{namespace}.example"
     traefik.apply(traefik.gateway_manifest(namespace, "gw", hostname=host))
     raw = kube.raw
-    raw.create(k.DEPLOYMENTS, namespace, deployment("v1"))
+    raw.create(k.DEPLOYMENTS, namespace, deployment("web", "coalmine.dev/demo-app:v1", REPLICAS))
     raw.create(
         r.SERVICES,
         namespace,
@@ -238,23 +227,6 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
 # --- without traffic: what else can happen to an adopted Deployment ----------------------------
 
 
-def plain_deployment(name: str, replicas: int = 2) -> dict[str, Any]:
-    """A Deployment of pods KWOK makes ready at once (no process behind them)."""
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "example.com/plain:1"}]},
-            },
-        },
-    }
-
-
 def adopter(name: str, deployment_name: str, replicas: int = 2) -> dict[str, Any]:
     body = manifest(name, "v1", replicas=replicas, scaleDownDelaySeconds=1)
     del body["spec"]["template"]
@@ -274,7 +246,7 @@ def test_a_missing_deployment_is_named_and_adopted_once_it_exists(
     message = condition(waiting, "Ready")["message"]
     assert message.startswith("spec.workloadRef.name: Deployment "), message
     assert "WorkloadNotFound" in rollouts.reasons("shop")
-    kube.raw.create(k.DEPLOYMENTS, namespace, plain_deployment("later"))
+    kube.raw.create(k.DEPLOYMENTS, namespace, deployment("later", PLAIN, 2))
     rollouts.wait(
         "shop",
         lambda s: (s.get("adoption") or {}).get("replicas") == 0 and s.get("phase") == "Healthy",
@@ -286,7 +258,7 @@ def test_a_missing_deployment_is_named_and_adopted_once_it_exists(
 def test_a_count_someone_else_sets_is_left_alone_and_a_second_adopter_refused(
     kube: Cluster, namespace: str, rollouts: Rollouts
 ) -> None:
-    kube.raw.create(k.DEPLOYMENTS, namespace, plain_deployment("plain"))
+    kube.raw.create(k.DEPLOYMENTS, namespace, deployment("plain", PLAIN, 2))
     rollouts.create(adopter("shop", "plain"))
     rollouts.wait("shop", lambda s: (s.get("adoption") or {}).get("replicas") == 0, "scaled")
     # A GitOps sync without ignoreDifferences puts the count of Git back.

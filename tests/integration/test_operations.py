@@ -19,6 +19,7 @@ import pytest
 from coalmine import kube as k
 from coalmine.kube import ForbiddenError, Kube
 from devenv import cluster, paths
+from devenv.manifests import deployment
 from devenv.operator import OperatorProcess
 from devenv.waiting import wait_for
 
@@ -132,24 +133,7 @@ def test_the_operator_works_with_only_its_cluster_role(
 
 def _adopt_with_only_the_cluster_role(kube: Cluster, namespace: str, rollouts: Rollouts) -> None:
     """A Deployment adopted, scaled down, then back up when its rollout is deleted."""
-    template = {
-        "metadata": {"labels": {"app": "plain"}},
-        "spec": {"containers": [{"name": "app", "image": "example.com/plain:1"}]},
-    }
-    kube.raw.create(
-        k.DEPLOYMENTS,
-        namespace,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "plain"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "plain"}},
-                "template": template,
-            },
-        },
-    )
+    kube.raw.create(k.DEPLOYMENTS, namespace, deployment("plain", "example.com/plain:1", 2))
     body = manifest("adopter", "v1", replicas=2, scaleDownDelaySeconds=1)
     del body["spec"]["template"]
     body["spec"]["workloadRef"] = {"name": "plain"}
