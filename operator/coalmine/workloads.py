@@ -533,11 +533,13 @@ def _observe_adopted(deployment: Obj) -> AdoptedObserved:
     mark = ((deployment.get("metadata") or {}).get("annotations") or {}).get(
         ADOPTED_REPLICAS_ANNOTATION
     )
+    labels = (deployment.get("metadata") or {}).get("labels") or {}
     return AdoptedObserved(
         replicas=int((deployment.get("spec") or {}).get("replicas", 1)),
         ready=int(status.get("readyReplicas", 0)) if current else 0,
         marked=int(mark) if mark is not None and str(mark).isdigit() else None,
         selectable=_match_labels(deployment) is not None,
+        labelled=ADOPTED_BY_LABEL in labels,
     )
 
 

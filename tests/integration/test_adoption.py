@@ -20,13 +20,14 @@ import pytest
 
 from coalmine import kube as k
 from coalmine import resources as r
+from coalmine.kube import Kube
 from devenv import cluster, traefik
 from devenv.loadgen import LoadGenerator
 from devenv.manifests import demo_template, deployment
 from devenv.waiting import wait_for
 
 from .conftest import Cluster
-from .gateway import one_request, wait_listening, wait_servers
+from .gateway import one_request, wait_listening, wait_servers, wait_weights
 from .rollouts import Rollouts, manifest
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -64,6 +65,23 @@ def adopting() -> dict[str, Any]:
     spec["workloadRef"] = {"name": "web", "scaleDown": "onSuccess"}
     spec["trafficRouting"] = {"gatewayAPI": {"httpRoute": "web"}}
     return body
+
+
+def ready_endpoints(raw: Kube, namespace: str, service: str) -> int:
+    return sum(
+        1
+        for endpoint_slice in raw.list(
+            r.ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
+        )
+        for endpoint in endpoint_slice.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready")
+    )
+
+
+def slices(raw: Kube, namespace: str) -> bool:
+    """Whether the canary Service (no pod yet) has its EndpointSlice, empty."""
+    selector = "kubernetes.io/service-name=shop-canary"
+    return bool(raw.list(r.ENDPOINT_SLICES, namespace, label_selector=selector))
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -113,6 +131,7 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
 
     with LoadGenerator(traefik.WEB_URL, host=host, rate=RATE, duration=240, workers=8) as load:
         started = load.now()
+        marks: dict[str, float] = {}
         # In Git: the CanaryRollout that adopts the Deployment ...
         rollouts.create(adopting())
         status = rollouts.wait(
@@ -138,6 +157,16 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
         )
         assert service is not None
         assert service["spec"]["selector"] == {"app": "web"}, "it serves the Deployment's pods"
+        # The route is switched once the rollout's Services have their endpoints (the second
+        # commit, docs/adoption.md): a gateway refuses a backend whose EndpointSlices it cannot
+        # find yet (Traefik answers 500 for its share).
+        wait_for(
+            lambda: (ready_endpoints(raw, namespace, "shop-stable"), slices(raw, namespace)),
+            until=lambda found: found[0] >= REPLICAS and found[1],
+            timeout=30,
+            message="the rollout's Services with their EndpointSlices",
+        )
+        marks["route switched"] = time.time()
         raw.patch(
             k.HTTP_ROUTES,
             namespace,
@@ -151,6 +180,7 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
             timeout=90,
         )
         assert taken["phase"] == "Healthy"
+        marks["taken over"] = time.time()
         wait_listening(wait_servers(kube, namespace, "shop-stable", stable))
         wait_for(
             lambda: ready_replicas(kube, namespace),
@@ -158,6 +188,7 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
             timeout=60,
             message="the user's Deployment scaled to zero (scaleDown: onSuccess)",
         )
+        marks["deployment at 0"] = time.time()
         wait_for(
             lambda: raw.list(r.PODS, namespace, label_selector="app=web,!coalmine.dev/revision"),
             until=lambda pods: not pods,
@@ -170,6 +201,11 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
             f"\n  migration: {migration.requests} requests in {migration.seconds:.1f} s, "
             f"failed {migration.failed} {migration.by_status}, versions {migration.by_version}"
         )
+        if migration.failed:
+            to_wall = time.time() - time.monotonic()
+            failed = traefik.failed_requests(namespace, since=started + to_wall - 5)
+            timeline = ", ".join(f"{e.status} {e.service} {e.address} {e.at:.3f}" for e in failed)
+            print(f"  failed in Traefik's access log: {timeline}; marks {marks}")
         assert migration.failed == 0, f"the migration lost requests: {migration.by_status}"
         adoption = rollouts.status("shop")["adoption"]
         assert adoption["replicas"] == 0
@@ -195,14 +231,25 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
         assert paused["stableRevision"] == stable
         assert paused["confirmedWeight"] == 25
         canary = paused["canaryRevision"]
+        # As in test_traefik.py: the promotion starts once Traefik itself serves the step.
+        wait_weights(namespace, 75, 25)
+        wait_listening(wait_servers(kube, namespace, "shop-canary", canary))
         rollouts.control("shop", "promote")
         rollouts.wait_phase("shop", "Healthy", stableRevision=canary, timeout=90)
         assert ready_replicas(kube, namespace) == (0, 0), "no pod of the Deployment came back"
         canary_window = load.window(edited)
         whole = load.stop()
+    if canary_window.failed:
+        to_wall = time.time() - time.monotonic()
+        failed = traefik.failed_requests(namespace, since=edited + to_wall - 1)
+        print(
+            "  canary failures: " + ", ".join(f"{e.status} {e.service} {e.at:.3f}" for e in failed)
+        )
+        print(f"  canary events: {rollouts.events('shop')[-8:]}")
     print(
         f"  canary of the edited template: {canary_window.requests} requests, failed "
-        f"{canary_window.failed}; whole run: {whole.requests} requests, failed {whole.failed}"
+        f"{canary_window.failed} {canary_window.by_status}; whole run: {whole.requests} "
+        f"requests, failed {whole.failed}"
     )
     assert whole.failed == 0, whole.by_status
 
@@ -253,6 +300,7 @@ def test_a_missing_deployment_is_named_and_adopted_once_it_exists(
         "adopted once it exists (the retry comes with a growing delay)",
         timeout=120,
     )
+    let_go(rollouts)
 
 
 def test_a_count_someone_else_sets_is_left_alone_and_a_second_adopter_refused(
@@ -282,3 +330,12 @@ def test_a_count_someone_else_sets_is_left_alone_and_a_second_adopter_refused(
         "the second adopter refused",
     )
     assert f"CanaryRollout {namespace}/shop" in condition(refused, "Ready")["message"]
+    let_go(rollouts)
+
+
+def let_go(rollouts: Rollouts) -> None:
+    """Delete the test's rollouts and wait until they are gone, rather than leave them to the
+    namespace's deletion (an operator started later would still find them there)."""
+    for name in rollouts.names():
+        rollouts.delete(name)
+    wait_for(rollouts.names, until=lambda names: not names, timeout=60, message="rollouts gone")

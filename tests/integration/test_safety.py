@@ -99,8 +99,15 @@ def test_item_3_a_bad_stable_revision_is_named_and_a_good_canary_goes_on(
     assert messages
     assert all(stable in message for message in messages), "it names the stable revision"
     rollouts.control("shop", "promote")
-    done = rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
-    assert condition(done, "Available")["status"] == "True"
+    rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
+    # Available reads the stable Service's endpoints, which follow its new selector a moment
+    # after the promotion switched it (the EndpointSlice controller's update wakes the rollout).
+    rollouts.wait(
+        "shop",
+        lambda s: condition(s, "Available").get("status") == "True",
+        "Available=True once the stable Service's endpoints follow the promotion",
+        timeout=30,
+    )
 
 
 def test_item_3_a_bad_stable_revision_behind_a_router_does_not_hold_a_good_canary(
@@ -128,8 +135,15 @@ def test_item_3_a_bad_stable_revision_behind_a_router_does_not_hold_a_good_canar
     assert messages
     assert all(stable in message for message in messages), "it names the stable revision"
     rollouts.control("shop", "promote")
-    done = rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
-    assert condition(done, "Available")["status"] == "True"
+    rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
+    # Available reads the stable Service's endpoints, which follow its new selector a moment
+    # after the promotion switched it (the EndpointSlice controller's update wakes the rollout).
+    rollouts.wait(
+        "shop",
+        lambda s: condition(s, "Available").get("status") == "True",
+        "Available=True once the stable Service's endpoints follow the promotion",
+        timeout=30,
+    )
 
 
 # --- item 4 ----------------------------------------------------------------------------------

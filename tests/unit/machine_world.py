@@ -75,7 +75,9 @@ class World:
         adopted = None
         if self.adopted is not None:
             a = self.adopted
-            adopted = m.AdoptedObserved(a.replicas, a.ready, a.marked, a.selectable)
+            adopted = m.AdoptedObserved(
+                a.replicas, a.ready, a.marked, a.selectable, labelled=not a.released
+            )
         return m.Observed(
             revisions=revisions,
             weight=weight,

@@ -212,6 +212,10 @@ def test_deleting_scales_the_deployment_back_up_and_waits_for_it() -> None:
     assert decision.done_deleting
     assert m.ReleaseAdopted() in decision.actions
     assert world.adopted.released
+    again = world.step()  # another pass before the finalizer is gone: released once only
+    assert again.done_deleting
+    assert m.ReleaseAdopted() not in again.actions
+    assert world.reasons().count("Released") == 1
 
 
 def test_deleting_lets_go_after_the_progress_deadline_if_the_deployment_never_gets_ready() -> None:

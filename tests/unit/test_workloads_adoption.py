@@ -34,10 +34,10 @@ def test_the_services_select_the_adopted_pods_until_the_take_over() -> None:
 
 def test_an_adopted_deployment_as_the_machine_sees_it() -> None:
     plain = deployment()
-    assert w._observe_adopted(plain) == m.AdoptedObserved(3, 2, None, True)
+    assert w._observe_adopted(plain) == m.AdoptedObserved(3, 2, None, True, labelled=False)
     plain["metadata"]["annotations"][ADOPTED_REPLICAS_ANNOTATION] = "0"
     plain["status"]["observedGeneration"] = 2  # the controller has not caught up: nothing ready
-    assert w._observe_adopted(plain) == m.AdoptedObserved(3, 0, 0, True)
+    assert w._observe_adopted(plain) == m.AdoptedObserved(3, 0, 0, True, labelled=False)
 
 
 def test_a_selector_with_expressions_cannot_be_a_services() -> None:

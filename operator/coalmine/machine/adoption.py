@@ -144,6 +144,7 @@ def let_go(b: Builder) -> bool:
                 f"{b.plan.progress_deadline_seconds:.0f} s: letting go of it all the same",
                 warning=True,
             )
-    b.act(ReleaseAdopted())
-    b.event("Released", f"Deployment {adoption.deployment} is the user's alone again")
+    if adopted.labelled:  # released once only, whatever passes deletion takes
+        b.act(ReleaseAdopted())
+        b.event("Released", f"Deployment {adoption.deployment} is the user's alone again")
     return True

@@ -152,6 +152,8 @@ class AdoptedObserved:
     selectable: bool = True
     """Its pods can be picked by a Service's selector (its own is matchLabels only): the
     rollout's Services can then serve them until the stable revision takes over."""
+    labelled: bool = True
+    """It carries this rollout's adopted-by label: it is not released yet."""
 
 
 @dataclass(frozen=True)
