@@ -20,6 +20,7 @@ import pytest
 
 from coalmine import kube as k
 from coalmine import resources as r
+from coalmine import workloads as w
 from coalmine.kube import Kube
 from devenv import cluster, traefik
 from devenv.loadgen import LoadGenerator
@@ -65,17 +66,6 @@ def adopting() -> dict[str, Any]:
     spec["workloadRef"] = {"name": "web", "scaleDown": "onSuccess"}
     spec["trafficRouting"] = {"gatewayAPI": {"httpRoute": "web"}}
     return body
-
-
-def ready_endpoints(raw: Kube, namespace: str, service: str) -> int:
-    return sum(
-        1
-        for endpoint_slice in raw.list(
-            r.ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
-        )
-        for endpoint in endpoint_slice.get("endpoints") or []
-        if (endpoint.get("conditions") or {}).get("ready")
-    )
 
 
 def slices(raw: Kube, namespace: str) -> bool:
@@ -161,7 +151,7 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
         # commit, docs/adoption.md): a gateway refuses a backend whose EndpointSlices it cannot
         # find yet (Traefik answers 500 for its share).
         wait_for(
-            lambda: (ready_endpoints(raw, namespace, "shop-stable"), slices(raw, namespace)),
+            lambda: (w.ready_endpoints(raw, namespace, "shop-stable"), slices(raw, namespace)),
             until=lambda found: found[0] >= REPLICAS and found[1],
             timeout=30,
             message="the rollout's Services with their EndpointSlices",

@@ -46,6 +46,17 @@ def blocked(rollouts: Rollouts, name: str, reason: str, timeout: float = 30) -> 
     return condition(status, "Ready")
 
 
+def wait_available(rollouts: Rollouts) -> None:
+    """Available reads the stable Service's endpoints, which follow its new selector a moment
+    after a promotion switched it (the EndpointSlice controller's update wakes the rollout)."""
+    rollouts.wait(
+        "shop",
+        lambda s: condition(s, "Available").get("status") == "True",
+        "Available=True once the stable Service's endpoints follow the promotion",
+        timeout=30,
+    )
+
+
 def warnings(rollouts: Rollouts, name: str, reason: str) -> list[str]:
     return [message for kind, message in rollouts.events(name) if kind == reason]
 
@@ -100,14 +111,7 @@ def test_item_3_a_bad_stable_revision_is_named_and_a_good_canary_goes_on(
     assert all(stable in message for message in messages), "it names the stable revision"
     rollouts.control("shop", "promote")
     rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
-    # Available reads the stable Service's endpoints, which follow its new selector a moment
-    # after the promotion switched it (the EndpointSlice controller's update wakes the rollout).
-    rollouts.wait(
-        "shop",
-        lambda s: condition(s, "Available").get("status") == "True",
-        "Available=True once the stable Service's endpoints follow the promotion",
-        timeout=30,
-    )
+    wait_available(rollouts)
 
 
 def test_item_3_a_bad_stable_revision_behind_a_router_does_not_hold_a_good_canary(
@@ -136,14 +140,7 @@ def test_item_3_a_bad_stable_revision_behind_a_router_does_not_hold_a_good_canar
     assert all(stable in message for message in messages), "it names the stable revision"
     rollouts.control("shop", "promote")
     rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
-    # Available reads the stable Service's endpoints, which follow its new selector a moment
-    # after the promotion switched it (the EndpointSlice controller's update wakes the rollout).
-    rollouts.wait(
-        "shop",
-        lambda s: condition(s, "Available").get("status") == "True",
-        "Available=True once the stable Service's endpoints follow the promotion",
-        timeout=30,
-    )
+    wait_available(rollouts)
 
 
 # --- item 4 ----------------------------------------------------------------------------------
