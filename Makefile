@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 NETNS := $(or $(COALMINE_NETNS),coalmine)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: demo demo-down help venv tools crds argocd cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-scale bench-analysis bench-traffic traefik traefik-down image image-base test-image dist kind-up kind-deploy lock clean
+.PHONY: demo demo-down help venv tools crds argocd cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-scale bench-analysis bench-traffic bench-adopted-cache traefik traefik-down image image-base test-image dist kind-up kind-deploy lock clean
 
 demo: venv tools ## the whole thing on this machine: cluster, Traefik, operator, v2 promoted, v3 aborted, live
 	$(PY) -m devenv.demo
@@ -82,7 +82,7 @@ integration: venv tools test-image ## integration tests against the local cluste
 test: venv tools lint test-image dist ## everything CI checks: lint, unit and integration tests against the real cluster
 	$(VENV)/bin/pytest tests
 
-bench: bench-cluster bench-rollouts bench-analysis bench-traffic ## every benchmark; JSON lands in bench/results/
+bench: bench-cluster bench-rollouts bench-analysis bench-traffic bench-adopted-cache ## every benchmark; JSON lands in bench/results/
 
 bench-cluster: venv tools ## cluster figures: tool build time, warm start time, control plane memory (COLD=1 rebuilds the tools cold)
 	$(PY) -m bench.cluster $(if $(COLD),--cold-build,)
@@ -142,6 +142,9 @@ kind-deploy: image ## load the image into kind and install coalmine with kubectl
 
 bench-analysis: venv tools ## detection latency: a bad canary's errors visible in Prometheus -> weight 0 confirmed
 	$(PY) -m bench.analysis
+
+bench-adopted-cache: venv tools ## the heap of the cache of adopted Deployments, against caching every Deployment
+	$(PY) -m bench.adopted_cache
 
 bench-traffic: venv tools ## through Traefik: split error per step, failed requests, abort to 0% canary traffic
 	$(PY) -m bench.traffic

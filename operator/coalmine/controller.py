@@ -35,6 +35,7 @@ from coalmine.kube import (
     trim_to_metadata,
 )
 from coalmine.labels import (
+    ADOPTED_BY_LABEL,
     FINALIZER,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -96,6 +97,12 @@ class Controller:
             informer = self._informer(resource, label_selector=_owned_selector())
             informer.handlers.append(self._owned_changed)
             self.core.append(informer)
+        # The users' Deployments that rollouts adopt (spec.workloadRef) are not coalmine's, so
+        # not in the cache above: they carry the adopted-by label from first sight on, and a
+        # cache of their own follows exactly those (a change of template starts a canary).
+        adopted = self._informer(r.ADOPTED_DEPLOYMENTS, label_selector=ADOPTED_BY_LABEL)
+        adopted.handlers.append(self._adopted_changed)
+        self.core.append(adopted)
         # Pods only for their revision label: endpoints are counted by it (their names may not
         # hold it). Kept to their metadata; only a pod coming or going wakes its rollout.
         pods = self._informer(r.PODS, label_selector=ROLLOUT_LABEL, transform=trim_to_metadata)
@@ -171,6 +178,12 @@ class Controller:
     def _pod_changed(self, event: str, obj: Obj, before: Obj | None) -> None:
         if before is None or event == "DELETED":
             self._owned_changed(event, obj, before)
+
+    def _adopted_changed(self, event: str, obj: Obj, before: Obj | None) -> None:
+        meta = obj.get("metadata") or {}
+        adopter = (meta.get("labels") or {}).get(ADOPTED_BY_LABEL)
+        if adopter:
+            self.queue.add((str(meta.get("namespace") or ""), str(adopter)))
 
     def _owned_changed(self, event: str, obj: Obj, before: Obj | None) -> None:
         meta = obj.get("metadata") or {}
@@ -343,7 +356,7 @@ class Controller:
     # --- probes ---------------------------------------------------------------------------------
 
     def live(self) -> tuple[bool, str]:
-        dead = [i.resource.plural for i in self.informers if not i.alive()]
+        dead = [i.resource.cache_name for i in self.informers if not i.alive()]
         dead += [w.name for w in self._workers if not w.is_alive()]
         if dead:
             return False, f"threads stopped: {', '.join(dead)}"
@@ -352,11 +365,11 @@ class Controller:
     def ready(self) -> tuple[bool, str]:
         for informer in self.core:
             if not informer.synced.is_set():
-                return False, f"{informer.resource.plural} not listed yet: {informer.problem}"
+                return False, f"{informer.resource.cache_name} not listed yet: {informer.problem}"
             if not informer.healthy:
                 return (
                     False,
-                    f"the watch of {informer.resource.plural} is broken: {informer.problem}",
+                    f"the watch of {informer.resource.cache_name} is broken: {informer.problem}",
                 )
         refused = [outcome for outcome in self._recent if outcome.startswith("forbidden")]
         if len(refused) == FORBIDDEN_STREAK:

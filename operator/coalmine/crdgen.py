@@ -23,6 +23,7 @@ from typing import Any, NotRequired, TypedDict
 
 import yaml
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
 from coalmine.analysis.spec import AnalysisRef, AnalysisTemplateSpec, BackgroundAnalysis
 from coalmine.api.limits import (
@@ -328,7 +329,8 @@ def _require_digest(containers: str) -> Rule:
     return {
         "rule": (
             f"!has(self.imagePolicy) || self.imagePolicy != '{ImagePolicy.REQUIRE_DIGEST.value}'"
-            f" || !has(self.template.spec) || !has(self.template.spec.{containers})"
+            " || !has(self.template) || !has(self.template.spec)"
+            f" || !has(self.template.spec.{containers})"
             f" || self.template.spec.{containers}.all(c, !has(c.image)"
             f" || c.image.matches({_cel_string(IMAGE_DIGEST_PATTERN)}))"
         ),
@@ -354,6 +356,17 @@ _ROUTERS = list(ROUTERS)
 _ACTIONS = [action.value for action in StepAction]
 
 RULES: tuple[tuple[str, Rule], ...] = (
+    (
+        "",
+        {
+            "rule": "has(self.template) != has(self.workloadRef)",
+            "message": (
+                "set exactly one of template and workloadRef (the pods, or an existing "
+                "Deployment to adopt them from)"
+            ),
+            "reason": "FieldValueInvalid",
+        },
+    ),
     (
         "",
         {
@@ -487,12 +500,33 @@ def _status_schema() -> Schema:
     return status
 
 
+def _path(root: str, model: type[BaseModel], field: str) -> str:
+    """The JSON path of a model's field in the object (`.spec.replicas`), as subresources name
+    it: from the model, so a renamed field cannot leave the CRD pointing at nothing."""
+    if field not in model.model_fields:
+        raise CrdGenError(f"{model.__name__} has no field {field}")
+    alias = model.model_fields[field].alias or to_camel(field)
+    return f".{root}.{alias}"
+
+
+def _scale_subresource() -> Schema:
+    """`kubectl scale crol` and HorizontalPodAutoscalers (scaleTargetRef kind CanaryRollout) set
+    spec.replicas, read status.replicas, and measure the pods status.selector picks."""
+    return {
+        "specReplicasPath": _path("spec", CanaryRolloutSpec, "replicas"),
+        "statusReplicasPath": _path("status", CanaryRolloutStatus, "replicas"),
+        "labelSelectorPath": _path("status", CanaryRolloutStatus, "selector"),
+    }
+
+
 _PRINTER_COLUMNS: tuple[Schema, ...] = (
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Step", "type": "string", "jsonPath": ".status.stepDisplay"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.confirmedWeight"},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},
+    # What an adopted Deployment's name is (spec.workloadRef): empty for a rollout of its own.
+    {"name": "Adopted", "type": "string", "jsonPath": ".spec.workloadRef.name"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 )
@@ -532,7 +566,7 @@ def canary_rollout_crd() -> Schema:
         PLURAL,
         root,
         short_names=SHORT_NAMES,
-        subresources={"status": {}},
+        subresources={"status": {}, "scale": _scale_subresource()},
         columns=[dict(column) for column in _PRINTER_COLUMNS],
     )
 

@@ -106,7 +106,7 @@ class CacheNotReadyError(KubeError):
     """The informer for a kind is not synced, or its watch is broken: nothing to act on yet."""
 
     def __init__(self, resource: Resource, why: str) -> None:
-        super().__init__(0, "CacheNotReadyError", f"{resource.plural}: {why}")
+        super().__init__(0, "CacheNotReadyError", f"{resource.cache_name}: {why}")
         self.resource = resource
 
 
@@ -801,8 +801,8 @@ class Informer:
         self.version: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._gauge = metrics.INFORMER_HEALTHY.labels(resource.plural)
-        self._objects = metrics.INFORMER_OBJECTS.labels(resource.plural)
+        self._gauge = metrics.INFORMER_HEALTHY.labels(resource.cache_name)
+        self._objects = metrics.INFORMER_OBJECTS.labels(resource.cache_name)
         self._gauge.set(0)
 
     # --- reading --------------------------------------------------------------------------------
@@ -876,7 +876,7 @@ class Informer:
             try:
                 handler(event, obj, before)
             except Exception:
-                log.exception("informer %s: a handler failed", self.resource.plural)
+                log.exception("informer %s: a handler failed", self.resource.cache_name)
 
     def _replace(self, objects: list[Obj]) -> list[tuple[str, Obj, Obj | None]]:
         """A fresh list: the store becomes it; returns the differences, for the handlers."""
@@ -902,7 +902,7 @@ class Informer:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._run, name=f"informer-{self.resource.plural}", daemon=True
+            target=self._run, name=f"informer-{self.resource.cache_name}", daemon=True
         )
         self._thread.start()
 
@@ -934,7 +934,7 @@ class Informer:
                 self._broken(f"{error} (retrying in {delay:.1f} s)")
                 self._stop.wait(delay * (1 + random.random() / 2))  # noqa: S311 - jitter
             except Exception as error:
-                log.exception("informer %s crashed; restarting it", self.resource.plural)
+                log.exception("informer %s crashed; restarting it", self.resource.cache_name)
                 self._broken(f"crashed: {error}")
                 self._stop.wait(1.0)
 
@@ -994,8 +994,10 @@ class Informer:
                     return
         except KubeError as error:
             if error.status == 410:
-                log.info("informer %s: resourceVersion too old; re-listing", self.resource.plural)
-                metrics.INFORMER_RESTARTS.labels(self.resource.plural, "gone").inc()
+                log.info(
+                    "informer %s: resourceVersion too old; re-listing", self.resource.cache_name
+                )
+                metrics.INFORMER_RESTARTS.labels(self.resource.cache_name, "gone").inc()
                 raise CacheNotReadyError(self.resource, "re-listing after 410 Gone") from error
             raise
         self._healthy()
@@ -1005,7 +1007,7 @@ class Informer:
         self._was_healthy = True
         if not self.healthy:
             if self.problem and self.problem != "not listed yet":
-                log.info("informer %s: healthy again", self.resource.plural)
+                log.info("informer %s: healthy again", self.resource.cache_name)
             self.healthy = True
         self.absent = False
         self.problem = None
@@ -1016,11 +1018,11 @@ class Informer:
 
     def _broken(self, why: str) -> None:
         if self.healthy or self.problem != why:
-            log.warning("informer %s: %s", self.resource.plural, why)
+            log.warning("informer %s: %s", self.resource.cache_name, why)
         self.healthy = False
         self.problem = why
         self._gauge.set(0)
-        metrics.INFORMER_RESTARTS.labels(self.resource.plural, "error").inc()
+        metrics.INFORMER_RESTARTS.labels(self.resource.cache_name, "error").inc()
         for callback in self.failed:
             callback(why)
 

@@ -23,8 +23,16 @@ MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "coalmine"
 """The value of MANAGED_BY_LABEL on everything coalmine creates."""
 
+ADOPTED_BY_LABEL: Final = f"{DOMAIN}/adopted-by"
+"""On a user's Deployment a CanaryRollout adopts (spec.workloadRef): the rollout's name. Put on
+at first sight, taken off when the rollout lets it go; the operator caches what carries it."""
+ADOPTED_REPLICAS_ANNOTATION: Final = f"{DOMAIN}/adopted-replicas"
+"""On an adopted Deployment: the replica count coalmine last set on it, written with it, so that
+a change made by someone else afterwards is told from a write of coalmine's that never landed."""
 TEMPLATE_ANNOTATION: Final = f"{DOMAIN}/template"
 """On a revision's Deployment: the pod template it was created from, to detect drift."""
+RESTARTED_AT_ANNOTATION: Final = f"{DOMAIN}/restarted-at"
+"""On a revision's pod template: when a restart of its pods was asked (coalmine.dev/restart)."""
 FINALIZER: Final = f"{DOMAIN}/finalizer"
 """Held on a CanaryRollout until traffic is back on its stable revision."""
 
@@ -40,6 +48,11 @@ def owned_labels(rollout: str, revision: str | None = None) -> dict[str, str]:
     if revision is not None:
         labels[REVISION_LABEL] = revision
     return labels
+
+
+def pods_selector(rollout: str) -> str:
+    """A label selector for the pods of every revision of a rollout (the scale subresource's)."""
+    return f"{ROLLOUT_LABEL}={rollout}"
 
 
 def owned_selector(rollout: str) -> str:

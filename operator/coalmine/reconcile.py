@@ -98,6 +98,8 @@ class _Pass:
             field_path="spec.trafficRouting",
         )
         self.writes = 0
+        self.adopted: w.Adopted | None = None
+        """The Deployment adopted (spec.workloadRef), as read this reconcile."""
         self.services: dict[str, Obj | None] = {}
         self.router_ensured = False
         self.written = rollout.status
@@ -106,6 +108,45 @@ class _Pass:
         """Events to emit, each with the name that makes it unique to its transition."""
         self.pass_events: list[tuple[m.EmitEvent, str]] = []
         """This pass's events, each with what tells it apart beyond its transition."""
+
+    def adopt(self) -> None:
+        """With spec.workloadRef: read the Deployment and take its pod template as the spec's.
+
+        Raises AdoptionError or OwnershipError (Ready=False). While deleting, a Deployment that
+        is gone, or not this rollout's, is simply not touched.
+        """
+        spec = self.rollout.spec
+        ref = spec.workload_ref
+        if ref is None:
+            return
+        try:
+            self.adopted = w.read_adopted(
+                self.kube,
+                self.workload,
+                ref.name,
+                require_digest=spec.image_policy == ImagePolicy.REQUIRE_DIGEST,
+                label=not self.deleting,
+            )
+        except (w.AdoptionError, w.OwnershipError):
+            if self.deleting:
+                return
+            raise
+        self.rollout = self.rollout.model_copy(
+            update={"spec": spec.with_template(self.adopted.template)}
+        )
+
+    def analysis_problem(self) -> SpecError | None:
+        """Templates, CEL and queries are checked before any traffic moves."""
+        rollout = self.rollout
+        if self.deleting or rollout.spec.template is None or not analyses.has_analysis(rollout):
+            return None
+        if rollout.spec.revision == rollout.status.stable_revision:
+            return None
+        try:
+            analyses.validate(self.kube, rollout)
+        except SpecError as error:
+            return error
+        return None
 
     def observe(self) -> tuple[m.Observed, str | None]:
         wl = self.workload
@@ -136,6 +177,7 @@ class _Pass:
             canary_endpoints=ready_revisions(self.kube, wl.namespace, wl.canary_service),
             router_error=router_error,
             controls=s.controls_on(self.rollout.metadata.annotations),
+            adopted=self.adopted.observed if self.adopted is not None else None,
         )
         return observed, router_error
 
@@ -144,8 +186,10 @@ class _Pass:
         match action:
             case m.CreateRevision(revision, replicas):
                 # The machine creates only the spec's own revision (an older one's template is
-                # not at hand); the spec it was decided from is this pass's.
+                # not at hand); the spec it was decided from is this pass's (an adopted
+                # Deployment's template put in by `adopt`).
                 spec = self.rollout.spec
+                assert spec.template is not None
                 w.create_revision(
                     kube,
                     wl,
@@ -159,14 +203,21 @@ class _Pass:
                 w.scale_revision(kube, wl, revision, replicas)
             case m.RestoreRevision(revision):
                 w.restore_revision(kube, wl, revision)
+            case m.RestartRevision(revision, stamp):
+                w.restart_revision(kube, wl, revision, stamp)
             case m.DeleteRevision(revision):
                 w.delete_revision(kube, wl, revision)
-            case m.SelectRevisions(stable, canary):
-                self.writes += w.ensure_services(kube, wl, stable, canary, self.services)
+            case m.SelectRevisions(stable, canary, adopted):
+                pods = self.adopted.selector if adopted and self.adopted is not None else None
+                self.writes += w.ensure_services(
+                    kube, wl, stable, canary, observed=self.services, adopted=pods
+                )
                 self.target = replace(self.target, stable_revision=stable, canary_revision=canary)
                 if not self.deleting and not self.router_ensured:
                     self._ensure_router(router_error)
                 return
+            case m.ScaleAdopted() | m.ReleaseAdopted():
+                self._act_on_adopted(action)
             case m.SetWeight(weight):
                 if router_error is None:
                     self.router.set_weight(kube, self.target, weight)
@@ -176,6 +227,14 @@ class _Pass:
                 self.pass_events.append((action, ""))
                 return
         self.writes += 1
+
+    def _act_on_adopted(self, action: m.ScaleAdopted | m.ReleaseAdopted) -> None:
+        if self.adopted is None:
+            return  # gone meanwhile: nothing of it to change
+        if isinstance(action, m.ScaleAdopted):
+            w.scale_adopted(self.kube, self.workload, self.adopted.name, action.replicas)
+        else:
+            w.release_adopted(self.kube, self.workload, self.adopted.name)
 
     def _ensure_router(self, router_error: str | None) -> None:
         if router_error is None:
@@ -187,7 +246,7 @@ class _Pass:
     def _warn_about_tags(self) -> None:
         if self.rollout.spec.image_policy != ImagePolicy.WARN:
             return
-        for image in images_of(self.rollout.spec.template):
+        for image in images_of(self.rollout.spec.template or {}):
             if "@sha256:" not in image:
                 warning = m.EmitEvent(
                     "ImageNotPinned",
@@ -300,6 +359,8 @@ def _problem(error: Exception) -> tuple[str, str]:
     match error:
         case w.OwnershipError():
             return "OwnershipConflict", str(error)
+        case w.AdoptionError():
+            return error.reason, str(error)
         case RouterError():
             return "RouterError", str(error)
         case InvalidError():
@@ -330,16 +391,16 @@ def reconcile(
         return Result(RESYNC_SECONDS)
     try:
         rollout = CanaryRollout.from_object(obj)
-        pending = rollout.spec.revision != rollout.status.stable_revision
-        if not deleting and pending and analyses.has_analysis(rollout):
-            # Templates, CEL and queries are checked before any traffic moves.
-            analyses.validate(kube, rollout)
     except SpecError as error:
         if deleting:
             return Result(0, finalized=True)  # nothing was ever routed for an invalid spec
         return _invalid(kube, obj, error, now())
     current = _Pass(kube, obj, rollout, deleting)
     try:
+        current.adopt()
+        invalid = current.analysis_problem()
+        if invalid is not None:
+            return _invalid(kube, obj, invalid, now())
         result = _converge(current, now, deleting, runner)
     except KubeError as error:
         if not isinstance(error, InvalidError):
@@ -400,7 +461,10 @@ def _converge(
             decision,
             at,
             router_error=router_error,
-            stable_ready=sum(observed.stable_endpoints.values()),
+            stable_ready=w.ready_endpoints(
+                current.kube, current.workload.namespace, current.workload.stable_service
+            ),
+            replicas=sum(revision.replicas for revision in observed.revisions.values()),
         )
         new.analysis = _runs(current.rollout, decision.memory, progress)
         intent = _intent(new) != _intent(current.written)

@@ -24,6 +24,14 @@ class Resource:
     plural: str
     kind: str
     namespaced: bool = True
+    cache: str = ""
+    """Which of several watch-fed caches of the kind serves reads of it ("": the only one, or
+    the main one): two caches of one kind differ by their label selector, not their path."""
+
+    @property
+    def cache_name(self) -> str:
+        """The cache's name in logs and metrics: the plural, and the cache when there are two."""
+        return f"{self.plural}-{self.cache}" if self.cache else self.plural
 
     @property
     def api_version(self) -> str:
@@ -47,6 +55,9 @@ CLUSTER_ANALYSIS_TEMPLATES = Resource(
     "coalmine.dev", "v1alpha1", "clusteranalysistemplates", "ClusterAnalysisTemplate", False
 )
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+ADOPTED_DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", cache="adopted")
+"""The users' Deployments that CanaryRollouts adopt (spec.workloadRef), labelled
+coalmine.dev/adopted-by: a cache of their own, beside the one of the Deployments coalmine owns."""
 SERVICES = Resource("", "v1", "services", "Service")
 PODS = Resource("", "v1", "pods", "Pod")
 EVENTS = Resource("", "v1", "events", "Event")

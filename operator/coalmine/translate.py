@@ -15,9 +15,11 @@ from coalmine.analysis.spec import BackgroundAnalysis
 from coalmine.api.limits import HISTORY_LIMIT
 from coalmine.api.resource import CanaryRollout
 from coalmine.api.status import (
+    AdoptionStatus,
     CanaryRolloutStatus,
     Controls,
     PendingScaleDown,
+    RestartRecord,
     RevisionRecord,
 )
 from coalmine.api.template import images_of
@@ -32,6 +34,7 @@ from coalmine.api.vocabulary import (
     Stage,
     StepAction,
 )
+from coalmine.labels import pods_selector
 
 
 def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
@@ -46,8 +49,11 @@ def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
             steps.append(m.Step(StepAction.PAUSE, pause_seconds=seconds))
         else:
             steps.append(m.Step(StepAction.ANALYSIS))
+    ref = spec.workload_ref
     return m.Plan(
-        revision=spec.revision,
+        # An adopted Deployment's template is put in by the operator once read; a rollout
+        # being deleted whose Deployment is gone has none, and needs none.
+        revision=spec.revision if spec.template is not None else "",
         replicas=spec.replicas,
         steps=tuple(steps),
         weighted=spec.routing.weighted,
@@ -64,6 +70,8 @@ def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
             if spec.analysis is None
             else BackgroundAnalysis.from_object(spec.analysis, path="spec.analysis").starting_step
         ),
+        adoption=None if ref is None else m.Adoption(ref.name, ref.scale_down),
+        deleting_since=rollout.metadata.deletion_timestamp if deleting else None,
     )
 
 
@@ -90,6 +98,17 @@ def memory_from(status: CanaryRolloutStatus) -> m.Memory:
         scale_down_at={p.revision: p.scale_down_at for p in status.pending_scale_downs},
         handled=handled,
         steps_hash=status.steps_hash or "",
+        paused_by_user=bool(status.paused_by_user),
+        paused_at=status.paused_by_user_at if status.paused_by_user else None,
+        held_seconds=status.step_held_seconds or 0.0,
+        restart=(
+            m.Restart(status.restart.revision, status.restart.requested_at)
+            if status.restart is not None
+            else None
+        ),
+        adopted=status.adoption.deployment if status.adoption else None,
+        taken_over=status.adoption.taken_over_at if status.adoption else None,
+        adopted_replicas=status.adoption.replicas if status.adoption else None,
         # History keeps the last HISTORY_LIMIT revisions: an older kept revision is not known to
         # have been stable, and going back to it walks the steps (the safe side).
         promoted=frozenset(
@@ -140,11 +159,13 @@ def status_from(
     *,
     router_error: str | None = None,
     stable_ready: int = 0,
+    replicas: int | None = None,
 ) -> CanaryRolloutStatus:
     """The new status: the machine's memory plus conditions, history and display fields.
 
     ``stable_ready`` is the number of ready endpoints of the stable Service: Available is True
-    only while it is above 0.
+    only while it is above 0. ``replicas`` is what the revisions' Deployments are sized for
+    (the scale subresource's status.replicas); None keeps the last value.
     """
     old = rollout.status
     memory = decision.memory
@@ -186,6 +207,26 @@ def status_from(
         **{Control(c).status_field: token for c, token in memory.handled.items()}
     )
     status.steps_hash = memory.steps_hash or None
+    status.adoption = (
+        AdoptionStatus(
+            deployment=memory.adopted,
+            taken_over_at=memory.taken_over,
+            replicas=memory.adopted_replicas,
+        )
+        if memory.adopted is not None
+        else None
+    )
+    if replicas is not None:
+        status.replicas = replicas
+    status.selector = pods_selector(rollout.metadata.name)
+    status.paused_by_user = memory.paused_by_user or None
+    status.paused_by_user_at = memory.paused_at if memory.paused_by_user else None
+    status.step_held_seconds = round(memory.held_seconds, 3) or None
+    status.restart = (
+        RestartRecord(revision=memory.restart.revision, requested_at=memory.restart.at)
+        if memory.restart is not None
+        else None
+    )
     status.history = _history(rollout, decision, now)
     _conditions(
         status, rollout, decision, now, router_error=router_error, stable_ready=stable_ready
@@ -198,7 +239,7 @@ def _history(rollout: CanaryRollout, decision: m.Decision, now: datetime) -> lis
     before = rollout.status.canary_revision
     memory = decision.memory
     reasons = {a.reason: a for a in decision.actions if isinstance(a, m.EmitEvent)}
-    images = images_of(rollout.spec.template)
+    images = images_of(rollout.spec.template or {})
     if memory.canary is not None and memory.canary != before:
         history = _record(history, memory.canary, Outcome.IN_PROGRESS, now, images=images)
     if memory.stable is not None and not history:
@@ -246,11 +287,14 @@ def _conditions(
     service = f"{rollout.spec.service.name}-stable"
     if stable_ready > 0:
         serves = f"({stable_ready} ready endpoints)"
+        who = f"revision {memory.stable}"
+        if memory.adopted is not None and memory.taken_over is None:
+            who += f" (with Deployment {memory.adopted}'s pods, until it takes over)"
         put(
             ConditionType.AVAILABLE,
             yes,
             "StableServing",
-            f"revision {memory.stable} serves through Service {service} {serves}",
+            f"{who} serves through Service {service} {serves}",
         )
     else:
         nothing = f"revision {memory.stable} serves nothing"
@@ -274,7 +318,9 @@ def _canary_conditions(memory: m.Memory, put: Put, router_error: str | None) -> 
         put(ConditionType.PROGRESSING, no, "Aborted", memory.message)
     else:
         put(ConditionType.PROGRESSING, no, "Complete", f"revision {memory.stable} is stable")
-    if memory.phase == Phase.PAUSED:
+    if memory.paused_by_user:
+        put(ConditionType.PAUSED, yes, "PausedByUser", memory.message)
+    elif memory.phase == Phase.PAUSED:
         put(ConditionType.PAUSED, yes, "PauseStep", memory.message)
     else:
         put(ConditionType.PAUSED, no, "NotPaused", "no pause step holds the canary")

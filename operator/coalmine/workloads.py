@@ -22,20 +22,31 @@ from typing import Any
 
 from coalmine import kube as k
 from coalmine import resources as r
+from coalmine.api.template import template_problem
 from coalmine.kube import Kube
 from coalmine.labels import (
+    ADOPTED_BY_LABEL,
+    ADOPTED_REPLICAS_ANNOTATION,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    RESTARTED_AT_ANNOTATION,
     REVISION_LABEL,
     ROLLOUT_LABEL,
     TEMPLATE_ANNOTATION,
     owned_labels,
     owned_selector,
 )
-from coalmine.machine import RevisionObserved
+from coalmine.machine import AdoptedObserved, RevisionObserved
 from coalmine.resources import Obj
 
 SERVICE_FIELD = "spec.service.name"
+WORKLOAD_FIELD = "spec.workloadRef.name"
+ROLLING_UPDATE: Obj = {
+    "type": "RollingUpdate",
+    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+}
+"""How a revision's Deployment replaces its pods, which it does only for a restart: a quarter
+more pods at a time (at least one), none taken out before its replacement is ready."""
 NO_REVISION = "none"
 """Selector value of the canary Service while there is no canary: it selects no pod."""
 
@@ -57,6 +68,31 @@ class OwnershipError(RuntimeError):
         self.kind = kind
         self.name = name
         self.field = field
+
+
+class AdoptionError(RuntimeError):
+    """The Deployment spec.workloadRef names cannot be adopted: missing, or its template unusable.
+
+    ``reason`` is the Ready condition's (WorkloadNotFound, WorkloadInvalid); the message names
+    the field and the Deployment.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """The user's Deployment a rollout adopts, as read from the cache."""
+
+    name: str
+    template: Obj
+    """Its pod template: the rollout's template from now on."""
+    selector: dict[str, str] | None
+    """Its matchLabels, for the rollout's Services while they serve its pods; None when its
+    selector needs more than labels (matchExpressions), which a Service cannot express."""
+    observed: AdoptedObserved
 
 
 @dataclass(frozen=True)
@@ -131,7 +167,8 @@ def build_deployment(
             "replicas": replicas,
             "selector": {"matchLabels": {ROLLOUT_LABEL: rollout.name, REVISION_LABEL: revision}},
             "template": pods,
-            # A revision never changes, so its Deployment never rolls: no surge settings matter.
+            # A revision's template changes only for a restart (restart_revision).
+            "strategy": copy.deepcopy(ROLLING_UPDATE),
             "revisionHistoryLimit": 0,
             "minReadySeconds": min_ready_seconds,
         },
@@ -202,8 +239,15 @@ def observe_revisions(kube: Kube, rollout: Rollout) -> dict[str, RevisionObserve
             available=int(status.get("availableReplicas", 0)) if current else 0,
             created=_created(deployment),
             drifted=_drifted(deployment),
+            restarted=_restarted(deployment),
         )
     return revisions
+
+
+def _restarted(deployment: Obj) -> str | None:
+    template = (deployment.get("spec") or {}).get("template") or {}
+    stamp = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT_ANNOTATION)
+    return str(stamp) if stamp is not None else None
 
 
 def create_revision(
@@ -251,6 +295,36 @@ def restore_revision(kube: Kube, rollout: Rollout, revision: str) -> None:
     )
 
 
+def restart_revision(kube: Kube, rollout: Rollout, revision: str, stamp: str) -> None:
+    """Have the revision's Deployment replace its pods: what `kubectl rollout restart` does.
+
+    The pod template gets the stamp, and the recorded template the same stamp in the same
+    write, so drift detection sees a Deployment as it should be and reverts nothing. The
+    Deployment rolls with ROLLING_UPDATE: no pod leaves before its replacement is ready. Only
+    the patch verb on Deployments, which coalmine has anyway; no pod is deleted by coalmine.
+    """
+    name = rollout.deployment_name(revision)
+    deployment = kube.get(r.DEPLOYMENTS, rollout.namespace, name)
+    if deployment is None:
+        return
+    recorded = deployment["metadata"].get("annotations", {}).get(TEMPLATE_ANNOTATION)
+    patch: Obj = {
+        "spec": {
+            "strategy": copy.deepcopy(ROLLING_UPDATE),
+            "template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}},
+        },
+    }
+    if recorded:
+        template = json.loads(recorded)
+        template.setdefault("metadata", {}).setdefault("annotations", {})[
+            RESTARTED_AT_ANNOTATION
+        ] = stamp
+        patch["metadata"] = {
+            "annotations": {TEMPLATE_ANNOTATION: json.dumps(template, sort_keys=True)}
+        }
+    kube.patch(r.DEPLOYMENTS, rollout.namespace, name, patch)
+
+
 def delete_revision(kube: Kube, rollout: Rollout, revision: str) -> None:
     kube.delete(r.DEPLOYMENTS, rollout.namespace, rollout.deployment_name(revision))
 
@@ -295,14 +369,22 @@ def _service(rollout: Rollout, name: str, selector: Mapping[str, str]) -> Obj:
     }
 
 
-def desired_services(rollout: Rollout, stable: str, canary: str | None) -> list[Obj]:
+def desired_services(
+    rollout: Rollout,
+    stable: str,
+    canary: str | None,
+    adopted: Mapping[str, str] | None = None,
+) -> list[Obj]:
+    """The three Services; with ``adopted`` (an adopted Deployment's matchLabels, until the
+    stable revision takes over) the stable one and the one of every revision select its pods
+    too: the revisions' pods carry the same labels, so both serve."""
+    everything = dict(adopted) if adopted else {ROLLOUT_LABEL: rollout.name}
+    stable_pods = (
+        dict(adopted) if adopted else {ROLLOUT_LABEL: rollout.name, REVISION_LABEL: stable}
+    )
     return [
-        _service(rollout, rollout.service, {ROLLOUT_LABEL: rollout.name}),
-        _service(
-            rollout,
-            rollout.stable_service,
-            {ROLLOUT_LABEL: rollout.name, REVISION_LABEL: stable},
-        ),
+        _service(rollout, rollout.service, everything),
+        _service(rollout, rollout.stable_service, stable_pods),
         _service(
             rollout,
             rollout.canary_service,
@@ -316,16 +398,18 @@ def ensure_services(
     rollout: Rollout,
     stable: str,
     canary: str | None,
+    *,
     observed: dict[str, Obj | None] | None = None,
+    adopted: Mapping[str, str] | None = None,
 ) -> int:
     """Create or update the three Services; returns how many writes it made.
 
     ``observed`` holds the Services as just read (and is updated with what is written), so a
-    reconcile pass reads each Service once.
+    reconcile pass reads each Service once. ``adopted``: see `desired_services`.
     """
     writes = 0
     cache = observed if observed is not None else {}
-    for desired in desired_services(rollout, stable, canary):
+    for desired in desired_services(rollout, stable, canary, adopted):
         name = desired["metadata"]["name"]
         live = cache[name] if name in cache else kube.get(r.SERVICES, rollout.namespace, name)
         if live is None:
@@ -370,3 +454,124 @@ def selected_revision(live: Obj | None) -> str | None:
         return None
     revision = (live["spec"].get("selector") or {}).get(REVISION_LABEL)
     return None if revision in (None, NO_REVISION) else str(revision)
+
+
+def ready_endpoints(kube: Kube, namespace: str, service: str) -> int:
+    """Ready endpoints of a Service, whoever's pods they are (an adopted Deployment's too)."""
+    slices = kube.list(
+        r.ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return sum(
+        1
+        for endpoint_slice in slices
+        for endpoint in endpoint_slice.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready") is not False
+    )
+
+
+# --- an adopted Deployment (spec.workloadRef) ------------------------------------------------
+
+
+def read_adopted(
+    kube: Kube, rollout: Rollout, name: str, *, require_digest: bool, label: bool = True
+) -> Adopted:
+    """The Deployment the rollout adopts, from the cache of adopted ones.
+
+    At first sight it is not in that cache: it is read once from the API, checked, and labelled
+    adopted-by (the label puts it in the cache; Argo CD does not count a label that is not in
+    Git as drift). Never one coalmine manages, nor one another rollout adopted. ``label`` False
+    (a rollout being deleted): read, never labelled again once released.
+    """
+    deployment = kube.get(r.ADOPTED_DEPLOYMENTS, rollout.namespace, name)
+    if deployment is None:
+        deployment = kube.fetch(r.DEPLOYMENTS, rollout.namespace, name)
+        if deployment is None:
+            raise AdoptionError(
+                "WorkloadNotFound",
+                f"{WORKLOAD_FIELD}: Deployment {rollout.namespace}/{name} does not exist",
+            )
+    labels = (deployment.get("metadata") or {}).get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) == MANAGED_BY:
+        owner = labels.get(ROLLOUT_LABEL)
+        raise OwnershipError("Deployment", name, WORKLOAD_FIELD, f"{rollout.namespace}/{owner}")
+    adopter = labels.get(ADOPTED_BY_LABEL)
+    if adopter and adopter != rollout.name:
+        raise OwnershipError("Deployment", name, WORKLOAD_FIELD, f"{rollout.namespace}/{adopter}")
+    template = copy.deepcopy((deployment.get("spec") or {}).get("template") or {})
+    problem = template_problem(template, require_digest=require_digest)
+    if problem is not None:
+        raise AdoptionError(
+            "WorkloadInvalid",
+            f"{WORKLOAD_FIELD}: Deployment {name} spec.template{problem.field}: {problem.reason}",
+        )
+    if label and adopter != rollout.name:
+        deployment = kube.patch(
+            r.ADOPTED_DEPLOYMENTS,
+            rollout.namespace,
+            name,
+            {"metadata": {"labels": {ADOPTED_BY_LABEL: rollout.name}}},
+        )
+    return Adopted(
+        name=name,
+        template=template,
+        selector=_match_labels(deployment),
+        observed=_observe_adopted(deployment),
+    )
+
+
+def _match_labels(deployment: Obj) -> dict[str, str] | None:
+    selector = (deployment.get("spec") or {}).get("selector") or {}
+    labels = selector.get("matchLabels") or {}
+    if selector.get("matchExpressions") or not labels:
+        return None
+    return {str(key): str(value) for key, value in labels.items()}
+
+
+def _observe_adopted(deployment: Obj) -> AdoptedObserved:
+    status = deployment.get("status") or {}
+    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    mark = ((deployment.get("metadata") or {}).get("annotations") or {}).get(
+        ADOPTED_REPLICAS_ANNOTATION
+    )
+    labels = (deployment.get("metadata") or {}).get("labels") or {}
+    return AdoptedObserved(
+        replicas=int((deployment.get("spec") or {}).get("replicas", 1)),
+        ready=int(status.get("readyReplicas", 0)) if current else 0,
+        marked=int(mark) if mark is not None and str(mark).isdigit() else None,
+        selectable=_match_labels(deployment) is not None,
+        labelled=ADOPTED_BY_LABEL in labels,
+    )
+
+
+def scale_adopted(kube: Kube, rollout: Rollout, name: str, replicas: int) -> None:
+    """Set its replicas, and say so in an annotation, in one write (see ADOPTED_REPLICAS)."""
+    kube.patch(
+        r.ADOPTED_DEPLOYMENTS,
+        rollout.namespace,
+        name,
+        {
+            "metadata": {"annotations": {ADOPTED_REPLICAS_ANNOTATION: str(replicas)}},
+            "spec": {"replicas": replicas},
+        },
+    )
+
+
+def release_adopted(kube: Kube, rollout: Rollout, name: str) -> None:
+    """Take coalmine's label and annotation off; the Deployment is the user's alone again."""
+    deployment = kube.get(r.ADOPTED_DEPLOYMENTS, rollout.namespace, name)
+    if deployment is None:
+        return
+    labels = (deployment.get("metadata") or {}).get("labels") or {}
+    if labels.get(ADOPTED_BY_LABEL) != rollout.name:
+        return
+    kube.patch(
+        r.ADOPTED_DEPLOYMENTS,
+        rollout.namespace,
+        name,
+        {
+            "metadata": {
+                "labels": {ADOPTED_BY_LABEL: None},
+                "annotations": {ADOPTED_REPLICAS_ANNOTATION: None},
+            }
+        },
+    )

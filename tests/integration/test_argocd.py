@@ -43,7 +43,22 @@ def test_health_and_actions_on_a_real_rollout(argocd: ArgoCD, rollouts: Rollouts
 
     apply_action(argocd, rollouts, "shop", "retry")
     rollouts.wait_phase("shop", "Paused", currentStepIndex=3)
+
+    # The incident controls: held by the pause action, Suspended, only resume, abort and
+    # restart offered; resumed, the promotes are back.
+    apply_action(argocd, rollouts, "shop", "pause")
+    rollouts.wait("shop", lambda s: s.get("pausedByUser") is True, "held by the pause control")
+    held = rollouts.get("shop")
+    assert argocd.health(held) == {"status": "Suspended", "message": held["status"]["message"]}
+    assert argocd.enabled_actions(held) == {"resume", "abort", "restart"}
+    apply_action(argocd, rollouts, "shop", "resume")
+    rollouts.wait("shop", lambda s: not s.get("pausedByUser"), "resumed")
+    assert "promote-full" in argocd.enabled_actions(rollouts.get("shop"))
+
     apply_action(argocd, rollouts, "shop", "promote-full")
     done = rollouts.wait_phase("shop", "Healthy", timeout=60)
     assert "canaryRevision" not in done
     assert argocd.health(rollouts.get("shop"))["status"] == "Healthy"
+    apply_action(argocd, rollouts, "shop", "restart")
+    restarted = rollouts.wait("shop", lambda s: bool(s.get("restart")), "restart recorded")
+    assert restarted["restart"]["revision"] == done["stableRevision"]

@@ -167,6 +167,26 @@ def test_abort_retry_and_the_exit_codes_of_status(namespace: str, rollouts: Roll
 
 
 @pytest.mark.usefixtures("operator")
+def test_pause_resume_and_restart(namespace: str, rollouts: Rollouts) -> None:
+    stable, _ = paused_canary(rollouts)
+    paused = cli("pause", "shop", "-n", namespace, "--wait")
+    assert paused.returncode == 0, paused.stderr
+    assert "pause requested, token" in paused.stdout
+    assert "paused by user" in paused.stdout, "--wait prints where it then stands"
+    assert rollouts.status("shop")["pausedByUser"] is True
+    again = cli("pause", "shop", "-n", namespace)
+    assert "note: the rollout is paused already" in again.stderr
+    promote = cli("promote", "shop", "-n", namespace)
+    assert "note: the rollout is paused: resume it first" in promote.stderr
+    resumed = cli("resume", "shop", "-n", namespace, "--wait")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "pausedByUser" not in rollouts.status("shop")
+    restarted = cli("restart", "shop", "-n", namespace, "--wait")
+    assert restarted.returncode == 0, restarted.stderr
+    assert rollouts.status("shop")["restart"]["revision"] == stable
+
+
+@pytest.mark.usefixtures("operator")
 def test_status_follows_the_rollout_until_promote_full_completes_it(
     namespace: str, rollouts: Rollouts, tmp_path: Path
 ) -> None:

@@ -46,6 +46,17 @@ def blocked(rollouts: Rollouts, name: str, reason: str, timeout: float = 30) -> 
     return condition(status, "Ready")
 
 
+def wait_available(rollouts: Rollouts) -> None:
+    """Available reads the stable Service's endpoints, which follow its new selector a moment
+    after a promotion switched it (the EndpointSlice controller's update wakes the rollout)."""
+    rollouts.wait(
+        "shop",
+        lambda s: condition(s, "Available").get("status") == "True",
+        "Available=True once the stable Service's endpoints follow the promotion",
+        timeout=30,
+    )
+
+
 def warnings(rollouts: Rollouts, name: str, reason: str) -> list[str]:
     return [message for kind, message in rollouts.events(name) if kind == reason]
 
@@ -99,8 +110,37 @@ def test_item_3_a_bad_stable_revision_is_named_and_a_good_canary_goes_on(
     assert messages
     assert all(stable in message for message in messages), "it names the stable revision"
     rollouts.control("shop", "promote")
-    done = rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
-    assert condition(done, "Available")["status"] == "True"
+    rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
+    wait_available(rollouts)
+
+
+def test_item_3_a_bad_stable_revision_behind_a_router_does_not_hold_a_good_canary(
+    kube: Cluster, namespace: str, rollouts: Rollouts
+) -> None:
+    """Issue 13, item 6, with a router: the canary's weight needs only its own ready pods, so
+    nothing waits for a stable that never gets ready; events and Available name the stable."""
+    user_routing_object(kube, namespace, "gatewayAPI", "shop")
+    body = manifest("shop", "v1", router="gatewayAPI", steps=STEPS, progressDeadlineSeconds=15)
+    body["spec"]["template"] = template("v1", DEMO_ERROR_RATE="not-a-rate")  # never listens
+    rollouts.create(body)
+    status = rollouts.wait(
+        "shop",
+        lambda s: condition(s, "Available").get("status") == "False",
+        "Available=False while the stable serves nothing",
+    )
+    stable = status["stableRevision"]
+    assert stable in condition(status, "Available")["message"]
+    rollouts.set_template("shop", "v2")
+    paused = rollouts.wait_phase("shop", "Paused", timeout=90)
+    assert "abortReason" not in paused, paused.get("abortMessage")
+    assert paused["confirmedWeight"] == 50
+    assert condition(paused, "Available")["status"] == "False", "the stable still serves nothing"
+    messages = warnings(rollouts, "shop", "StableUnavailable")
+    assert messages
+    assert all(stable in message for message in messages), "it names the stable revision"
+    rollouts.control("shop", "promote")
+    rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
+    wait_available(rollouts)
 
 
 # --- item 4 ----------------------------------------------------------------------------------

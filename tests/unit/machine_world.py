@@ -23,6 +23,18 @@ class Deployment:
     created: datetime = EPOCH
     broken: bool = False  # its pods never become ready
     drifted: bool = False
+    restarted: str | None = None  # the restart stamp of its pod template
+
+
+@dataclass
+class AdoptedDeployment:
+    """The user's Deployment a rollout adopts (spec.workloadRef)."""
+
+    replicas: int
+    ready: int
+    marked: int | None = None  # the adopted-replicas annotation
+    selectable: bool = True
+    released: bool = False
 
 
 @dataclass
@@ -41,10 +53,14 @@ class World:
     router_error: str | None = None  # the routing object is missing or not as documented
     step_analysis: m.AnalysisObserved | None = None
     background_analysis: m.AnalysisObserved | None = None
+    adopted: AdoptedDeployment | None = None
+    services_select_adopted: bool = False  # the stable Service selects the adopted pods too
 
     def observe(self) -> m.Observed:
         revisions = {
-            rev: m.RevisionObserved(d.replicas, d.ready, d.ready, d.created, d.drifted)
+            rev: m.RevisionObserved(
+                d.replicas, d.ready, d.ready, d.created, d.drifted, restarted=d.restarted
+            )
             for rev, d in self.deployments.items()
         }
         stable_eps = self._endpoints(self.stable_service)
@@ -56,10 +72,18 @@ class World:
         else:
             canary_ready = sum(canary_eps.values()) if self.memory.canary else 0
             weight = m.ratio_weight(canary_ready, sum(stable_eps.values()))
+        adopted = None
+        if self.adopted is not None:
+            a = self.adopted
+            adopted = m.AdoptedObserved(
+                a.replicas, a.ready, a.marked, a.selectable, labelled=not a.released
+            )
         return m.Observed(
             revisions=revisions,
             weight=weight,
-            stable_service=self.stable_service,
+            # A Service selecting the adopted pods by their labels names no revision.
+            stable_service=None if self.services_select_adopted else self.stable_service,
+            adopted=adopted,
             canary_service=self.canary_service,
             stable_endpoints=stable_eps,
             canary_endpoints=canary_eps,
@@ -86,10 +110,21 @@ class World:
                 d.ready = min(d.ready, replicas)
             case m.RestoreRevision(revision):
                 self.deployments[revision].drifted = False
+            case m.RestartRevision(revision, stamp):
+                # maxUnavailable 0: the Deployment keeps its ready pods while it replaces them.
+                self.deployments[revision].restarted = stamp
             case m.DeleteRevision(revision):
                 del self.deployments[revision]
-            case m.SelectRevisions(stable, canary):
+            case m.SelectRevisions(stable, canary, adopted):
                 self.stable_service, self.canary_service = stable, canary
+                self.services_select_adopted = adopted
+            case m.ScaleAdopted(replicas):
+                assert self.adopted is not None
+                self.adopted.replicas = self.adopted.marked = replicas
+                self.adopted.ready = min(self.adopted.ready, replicas)
+            case m.ReleaseAdopted():
+                assert self.adopted is not None
+                self.adopted.released = True
             case m.SetWeight(weight):
                 self.weight = weight
             case m.EmitEvent():
@@ -110,6 +145,8 @@ class World:
         for d in self.deployments.values():
             if not d.broken:
                 d.ready = d.replicas
+        if self.adopted is not None:
+            self.adopted.ready = self.adopted.replicas
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
@@ -126,7 +163,16 @@ class World:
     def snapshot(self) -> object:
         """Everything a decision can change: equal before and after one means it changed nothing."""
         deployments = {r: replace(d) for r, d in sorted(self.deployments.items())}
-        return (self.memory, deployments, self.weight, self.stable_service, self.canary_service)
+        adopted = replace(self.adopted) if self.adopted is not None else None
+        return (
+            self.memory,
+            deployments,
+            self.weight,
+            self.stable_service,
+            self.canary_service,
+            adopted,
+            self.services_select_adopted,
+        )
 
     def run(self, rounds: int, seconds: float = 1.0) -> bool:
         """Up to ``rounds`` decisions with time passing; True once nothing more happens: a
@@ -142,6 +188,10 @@ class World:
 
     def set_template(self, revision: str) -> None:
         self.plan = replace(self.plan, revision=revision)
+
+    def scale(self, replicas: int) -> None:
+        """spec.replicas changed: `kubectl scale`, or a HorizontalPodAutoscaler."""
+        self.plan = replace(self.plan, replicas=replicas)
 
     def control(self, name: str, token: str) -> None:
         self.controls[Control(name)] = token

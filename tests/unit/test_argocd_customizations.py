@@ -87,13 +87,13 @@ def test_the_argocd_cm_patch_holds_health_actions_and_ignore_rules() -> None:
             assert set(yaml.safe_load(data[key])) == {"jqPathExpressions"}
 
 
-def test_every_control_of_the_operator_is_an_action() -> None:
-    assert {control.value for control in Control} <= set(argocdgen.MENU)
+def test_every_control_of_the_operator_is_an_action_and_every_action_a_control() -> None:
+    assert {control.value for control in Control} == set(argocdgen.MENU)
 
 
-def test_a_control_the_operator_defines_takes_its_meaning_from_there() -> None:
-    # When the operator's Control enum gains pause, resume or restart, drop the pending entry.
-    assert not set(argocdgen.PENDING_CONTROLS) & {control.value for control in Control}
+def test_an_action_takes_its_meaning_from_the_operators_control() -> None:
+    meanings = {control.value: control.meaning for control in Control}
+    assert dict(argocdgen.ACTIONS) == {name: meanings[name] for name in argocdgen.MENU}
 
 
 def test_every_action_and_every_input_is_tested() -> None:

@@ -32,7 +32,7 @@ from coalmine.cli import session as cli_session
 from coalmine.cli.commands import KeptRevision
 from coalmine.cli.session import CliError, Session
 from coalmine.kube import Kube, KubeError, Obj
-from coalmine.labels import REVISION_LABEL, TEMPLATE_ANNOTATION
+from coalmine.labels import RESTARTED_AT_ANNOTATION, REVISION_LABEL, TEMPLATE_ANNOTATION
 from tests.unit.scripted_kube import ScriptedKube
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -629,6 +629,27 @@ def test_undo_rebuilds_the_exact_template_of_a_revision(pod: dict[str, Any]) -> 
     assert revision_hash(restored) == revision
 
 
+@pytest.mark.parametrize(
+    "pod",
+    [
+        template("v1"),
+        template("v1", labels=False),
+        {"metadata": {"annotations": {}}, "spec": template("v1")["spec"]},
+        {"metadata": {"annotations": {"a": "b"}, "labels": {}}, "spec": template("v1")["spec"]},
+    ],
+)
+def test_undo_rebuilds_a_restarted_revision_without_the_restart_stamp(pod: dict[str, Any]) -> None:
+    """A restart stamps the recorded template (workloads.restart_revision): undo still finds the
+    very template, so the fast rollback still happens."""
+    revision = revision_hash(pod)
+    obj = workloads.build_deployment(WORKLOAD, revision, pod, 0)
+    recorded = json.loads(obj["metadata"]["annotations"][TEMPLATE_ANNOTATION])
+    recorded.setdefault("metadata", {}).setdefault("annotations", {})[RESTARTED_AT_ANNOTATION] = (
+        "2026-01-01T00:00:00.000000+00:00"
+    )
+    assert commands.restore_template(json.dumps(recorded), revision) == pod
+
+
 def test_undo_refuses_a_template_it_cannot_rebuild_exactly() -> None:
     with pytest.raises(CliError, match="cannot rebuild"):
         commands.restore_template(json.dumps(template("v1")), V2)
@@ -658,6 +679,15 @@ def test_control_notes_say_when_a_token_will_do_nothing() -> None:
     assert "no canary" in (commands.control_note(Control.ABORT, aborted) or "")
     assert "not aborted" in (commands.control_note(Control.RETRY, walking) or "")
     assert commands.control_note(Control.RETRY, aborted) is None
+    held = {**walking, "pausedByUser": True}
+    assert commands.control_note(Control.PAUSE, walking) is None
+    assert "paused already" in (commands.control_note(Control.PAUSE, held) or "")
+    assert "no canary is in flight" in (commands.control_note(Control.PAUSE, healthy) or "")
+    assert commands.control_note(Control.RESUME, held) is None
+    assert "not paused" in (commands.control_note(Control.RESUME, walking) or "")
+    assert "resume it first" in (commands.control_note(Control.PROMOTE, held) or "")
+    assert commands.control_note(Control.RESTART, healthy) is None
+    assert "no stable revision" in (commands.control_note(Control.RESTART, status()) or "")
 
 
 def test_timeouts_are_go_durations() -> None:

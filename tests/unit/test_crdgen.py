@@ -161,12 +161,30 @@ def test_short_name_does_not_clash_with_flagger_or_argo() -> None:
     assert not taken & set(_crd()["spec"]["names"]["shortNames"])
 
 
-def test_version_serves_and_stores_with_a_status_subresource() -> None:
+def test_version_serves_and_stores_with_status_and_scale_subresources() -> None:
     version = _version()
     assert version["name"] == "v1alpha1"
     assert version["served"] is True
     assert version["storage"] is True
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {
+        "status": {},
+        # kubectl scale and HorizontalPodAutoscalers (issue 13, item 1).
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+
+
+def test_the_scale_subresource_points_at_integer_and_string_fields() -> None:
+    scale = _version()["subresources"]["scale"]
+    schema = _version()["schema"]["openAPIV3Schema"]
+    kinds = {"specReplicasPath": "integer", "statusReplicasPath": "integer"}
+    kinds["labelSelectorPath"] = "string"
+    for key, kind in kinds.items():
+        root, field = scale[key].lstrip(".").split(".")
+        assert schema["properties"][root]["properties"][field]["type"] == kind, key
 
 
 def test_printer_columns() -> None:
@@ -177,14 +195,19 @@ def test_printer_columns() -> None:
         ("Weight", ".status.confirmedWeight"),
         ("Stable", ".status.stableRevision"),
         ("Canary", ".status.canaryRevision"),
+        ("Adopted", ".spec.workloadRef.name"),
         ("Age", ".metadata.creationTimestamp"),
     ]
     status = _root()["properties"]["status"]["properties"]
+    spec = _root()["properties"]["spec"]["properties"]
     for column in columns:
-        section, name = column["jsonPath"].removeprefix(".").split(".")
-        if section == "status":
-            declared = status[name]["type"]
-            assert column["type"] == {"string": "string", "integer": "integer"}[declared]
+        section, *names = column["jsonPath"].removeprefix(".").split(".")
+        node = {"status": {"properties": status}, "spec": {"properties": spec}}.get(section)
+        if node is None:
+            continue
+        for name in names:
+            node = node["properties"][name]
+        assert column["type"] == {"string": "string", "integer": "integer"}[node["type"]]
 
 
 # --- structural ------------------------------------------------------------------------------
@@ -269,9 +292,17 @@ def test_crd_defaults_are_the_model_defaults() -> None:
         "abortScaleDownDelaySeconds": 30,
         "revisionHistoryLimit": 3,
         "deletionPolicy": "RestoreStable",
+        "workloadRef.scaleDown": "onSuccess",
     }
     for name, value in defaults.items():
+        if name.startswith("workloadRef."):
+            continue  # in an object MINIMAL does not have: below
         assert parsed[name] == value, name
+    adopting = _load(MINIMAL)
+    del adopting["spec"]["template"]
+    adopting["spec"]["workloadRef"] = {"name": "web"}
+    ref = CanaryRollout.from_object(adopting).spec.to_dict()["workloadRef"]
+    assert ref["scaleDown"] == defaults["workloadRef.scaleDown"]
 
 
 def test_conditions_are_a_map_keyed_by_type() -> None:
@@ -692,3 +723,41 @@ def test_rule_paths_must_exist() -> None:
     spec = crdgen._model_schema(CanaryRolloutSpec, keep_defaults=True)
     with pytest.raises(crdgen.CrdGenError, match=r"spec\.steps\[\]\.wait"):
         crdgen._at(spec, "steps[].wait")
+
+
+@pytest.mark.parametrize(
+    ("template", "workload_ref", "imagePolicy"),
+    [
+        (True, False, "Warn"),
+        (False, True, "Warn"),
+        (True, True, "Warn"),
+        (False, False, "Warn"),
+        (False, True, "RequireDigest"),  # the adopted template is checked by the operator
+    ],
+)
+def test_the_template_or_workload_ref_rule_agrees_with_the_models(
+    template: bool,
+    workload_ref: bool,
+    imagePolicy: str,  # noqa: N803 - the field's name
+) -> None:
+    spec_rules = [
+        rule["rule"] for rule in _root()["properties"]["spec"]["x-kubernetes-validations"]
+    ]
+    obj = _load(MINIMAL)
+    spec = obj["spec"]
+    spec["imagePolicy"] = imagePolicy
+    if not template:
+        del spec["template"]
+    if workload_ref:
+        spec["workloadRef"] = {"name": "web", "scaleDown": "onSuccess"}
+    spec.setdefault("minReadySeconds", 0)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    cel = all(_cel_passes(rule, spec) for rule in spec_rules)
+    assert cel == (template != workload_ref)
+    if cel:
+        CanaryRollout.from_object(obj)
+        return
+    with pytest.raises(SpecError) as refused:
+        CanaryRollout.from_object(obj)
+    assert refused.value.field == "spec"
+    assert "exactly one of template and workloadRef" in refused.value.reason

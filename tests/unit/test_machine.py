@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from coalmine import machine as m
 from coalmine.api.limits import PENDING_SCALE_DOWN_LIMIT
-from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
+from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, ScaleDown, Stage, StepAction
 
-from .machine_world import Deployment, World, plan
+from .machine_world import AdoptedDeployment, Deployment, World, plan
 
 MODES = pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "replica-ratio"])
 
@@ -400,9 +400,11 @@ EVENTS = st.lists(
         st.tuples(st.just("wait"), st.integers(1, 40)),
         st.tuples(st.just("template"), st.sampled_from(["rev1", "rev2", "rev3", "rev4"])),
         st.tuples(st.just("broken"), st.sampled_from(["rev2", "rev3", "rev4"])),
-        st.tuples(
-            st.just("control"), st.sampled_from(["promote", "promote-full", "abort", "retry"])
-        ),
+        st.tuples(st.just("control"), st.sampled_from([c.value for c in Control])),
+        # spec.replicas changed mid-rollout: `kubectl scale`, or a HorizontalPodAutoscaler.
+        st.tuples(st.just("scale"), st.integers(0, 6)),
+        # Someone else sets the adopted Deployment's replicas (a GitOps sync).
+        st.tuples(st.just("adopted-scaled"), st.integers(0, 6)),
         st.tuples(st.just("analysis"), st.sampled_from(list(AnalysisVerdict))),
     ),
     max_size=60,
@@ -448,12 +450,47 @@ def check_invariants(world: World, observed: m.Observed, decision: m.Decision) -
         )
         if not before.aborted and before.stage == Stage.STEPS:
             assert observed.weight <= max(asked, 0) or observed.weight == 0, (observed, asked)
+    for action in decision.actions:
+        if isinstance(action, m.ScaleAdopted):
+            _assert_adopted_scaled_safely(world, observed, before, action)
+    if before.paused_by_user and memory.paused_by_user:
+        # Held by the pause control: nothing moves, whatever the step (issue 13, item 5).
+        reasons = [e.reason for e in decision.actions if isinstance(e, m.EmitEvent)]
+        assert "StepCompleted" not in reasons
+        assert (memory.step, memory.stage) == (before.step, before.stage)
+        assert memory.desired_weight == before.desired_weight
+        weights = [a.weight for a in decision.actions if isinstance(a, m.SetWeight)]
+        assert set(weights) <= {before.desired_weight}, weights
     if memory.canary == before.canary and memory.canary is not None:
         # No step is skipped silently: each one passed is announced (promote-full and retry
         # move the index on purpose, and say so).
         reasons = [e.reason for e in decision.actions if isinstance(e, m.EmitEvent)]
         if not {"PromotedFull", "Retried"} & set(reasons):
             assert memory.step - before.step == reasons.count("StepCompleted"), reasons
+
+
+def _assert_adopted_scaled_safely(
+    world: World, observed: m.Observed, before: m.Memory, action: m.ScaleAdopted
+) -> None:
+    """The adopted Deployment only shrinks (but at deletion), and under onSuccess never while
+    the rollout's Services still select its pods, nor before the stable revision is ready."""
+    adopted, adoption = observed.adopted, world.plan.adoption
+    assert adopted is not None
+    assert adoption is not None
+    if world.plan.deleting:
+        assert action.replicas == world.plan.replicas
+        return
+    assert action.replicas < adopted.replicas, action
+    stable = before.stable or ""
+    ready = observed.revisions[stable].ready if stable in observed.revisions else 0
+    if adoption.scale_down == ScaleDown.ON_SUCCESS:
+        assert action.replicas == 0
+        # A Service that selects its pods names no revision.
+        assert observed.stable_service is not None, "scaled while the Services served its pods"
+        assert ready >= world.plan.replicas
+    else:
+        assert adoption.scale_down == ScaleDown.PROGRESSIVELY
+        assert action.replicas >= world.plan.replicas - ready
 
 
 def _assert_traffic_left(observed: m.Observed, action: m.ScaleRevision, replicas: int) -> None:
@@ -468,15 +505,41 @@ def _assert_traffic_left(observed: m.Observed, action: m.ScaleRevision, replicas
         )
 
 
+def happen(world: World, event: tuple[object, ...], *, token: str) -> None:
+    """One thing of a random history happens to the world (before the next decision)."""
+    match event:
+        case ("ready",):
+            world.pods_become_ready()
+        case ("wait", seconds):
+            world.advance(float(seconds))  # type: ignore[arg-type]
+        case ("template", revision):
+            world.set_template(str(revision))
+        case ("broken", revision):
+            world.broken_revisions.add(str(revision))
+        case ("control", name):
+            world.control(str(name), token)
+        case ("analysis", outcome):
+            world.step_analysis = m.AnalysisObserved(AnalysisVerdict(str(outcome)), "judged")
+        case ("scale", count):
+            world.scale(int(count))  # type: ignore[call-overload]
+        case ("adopted-scaled", count) if world.adopted is not None:
+            world.adopted.replicas = int(count)  # type: ignore[call-overload]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     weighted=st.booleans(),
     steps=STEPS,
     replicas=st.integers(1, 6),
     events=EVENTS,
+    scale_down=st.one_of(st.none(), st.sampled_from(list(ScaleDown))),
 )
 def test_random_histories_keep_the_safety_rules(
-    weighted: bool, steps: tuple[m.Step, ...], replicas: int, events: list[tuple[object, ...]]
+    weighted: bool,
+    steps: tuple[m.Step, ...],
+    replicas: int,
+    events: list[tuple[object, ...]],
+    scale_down: ScaleDown | None,
 ) -> None:
     world = World(
         m.Plan(
@@ -486,28 +549,19 @@ def test_random_histories_keep_the_safety_rules(
             weighted=weighted,
             progress_deadline_seconds=50,
             scale_down_delay_seconds=5,
+            adoption=None if scale_down is None else m.Adoption("web", scale_down),
         )
     )
-    tokens = 0
-    for event in events:
-        match event:
-            case ("ready",):
-                world.pods_become_ready()
-            case ("wait", seconds):
-                world.advance(float(seconds))  # type: ignore[arg-type]
-            case ("template", revision):
-                world.set_template(str(revision))
-            case ("broken", revision):
-                world.broken_revisions.add(str(revision))
-            case ("control", name):
-                tokens += 1
-                world.control(str(name), f"token-{tokens}")
-            case ("analysis", outcome):
-                world.step_analysis = m.AnalysisObserved(AnalysisVerdict(str(outcome)), "judged")
+    if scale_down is not None:  # a Deployment of the user's, adopted (spec.workloadRef)
+        world.adopted = AdoptedDeployment(replicas=replicas, ready=replicas)
+    for number, event in enumerate(events):
+        happen(world, event, token=f"token-{number}")
         decision = world.step()
         check_invariants(world, *world.history[-1][:1], decision)
         world.advance(0.5)
-    # Left alone long enough, every history converges: nothing half-done.
+    # Left alone long enough (and resumed, if held), every history converges: nothing half-done.
+    if world.memory.paused_by_user:
+        world.control("resume", "resume-at-the-end")
     world.broken_revisions.clear()
     for d in world.deployments.values():
         d.broken = False
@@ -523,5 +577,5 @@ def test_random_histories_keep_the_safety_rules(
     assert world.memory.stable is not None
     assert world.memory.stable in world.deployments
     if world.memory.phase == Phase.HEALTHY:
-        assert world.deployments[world.memory.stable].replicas == replicas
+        assert world.deployments[world.memory.stable].replicas == world.plan.replicas
         assert world.observe().weight == 0

@@ -27,7 +27,7 @@ from coalmine.api.limits import GO_DURATION_PATTERN, HISTORY_LIMIT, MAX_STEPS
 from coalmine.api.resource import API_VERSION, GROUP, VERSION, CanaryRollout
 from coalmine.api.spec import CanaryRolloutSpec
 from coalmine.api.status import CanaryRolloutStatus, Controls
-from coalmine.api.template import images_of, revision_hash
+from coalmine.api.template import images_of, revision_hash, template_problem
 from coalmine.api.types import DocumentedEnum
 from coalmine.api.vocabulary import (
     ConditionStatus,
@@ -37,6 +37,7 @@ from coalmine.api.vocabulary import (
     ImagePolicy,
     Outcome,
     Phase,
+    ScaleDown,
     Stage,
     StepAction,
 )
@@ -253,6 +254,7 @@ def test_from_object_accepts_read_only_mappings_and_copies_them() -> None:
     frozen = MappingProxyType({**obj, "spec": MappingProxyType(obj["spec"])})
     rollout = CanaryRollout.from_object(frozen)
     obj["spec"]["template"]["spec"]["containers"][0]["image"] = "changed"
+    assert rollout.spec.template is not None
     assert rollout.spec.template["spec"]["containers"][0]["image"] == "coalmine.dev/demo-app:v1"
 
 
@@ -343,6 +345,7 @@ def test_spec_is_read_only() -> None:
 
 def test_images_of() -> None:
     template = CanaryRollout.from_object(_load(FULL)).spec.template
+    assert template is not None
     assert images_of(template) == [
         f"coalmine.dev/demo-app@{DIGEST}",
         f"coalmine.dev/demo-app:v2@{DIGEST}",
@@ -356,6 +359,7 @@ def test_images_of() -> None:
 def test_example_parses() -> None:
     rollout = CanaryRollout.from_object(_load(EXAMPLE.read_text()))
     assert rollout.spec.router == "replicaRatio"
+    assert rollout.spec.template is not None
     assert rollout.spec.template["spec"]["containers"][0]["image"] == "coalmine.dev/demo-app:v1"
     assert rollout.spec.template["spec"]["containers"][0]["ports"][0]["containerPort"] == 8080
     assert any(s.pause is not None and s.pause.length is None for s in rollout.spec.steps)
@@ -828,14 +832,20 @@ def test_control_annotations() -> None:
     assert [control.annotation for control in Control] == [
         "coalmine.dev/abort",
         "coalmine.dev/retry",
+        "coalmine.dev/pause",
+        "coalmine.dev/resume",
         "coalmine.dev/promote-full",
         "coalmine.dev/promote",
+        "coalmine.dev/restart",
     ]
     assert [control.status_field for control in Control] == [
         "abort",
         "retry",
+        "pause",
+        "resume",
         "promote_full",
         "promote",
+        "restart",
     ]
     assert set(Controls.model_fields) == {control.status_field for control in Control}
 
@@ -918,3 +928,51 @@ def test_phases_and_condition_types_are_the_documented_ones() -> None:
         "Superseded",
         "RolledBack",
     ]
+
+
+# --- adoption (spec.workloadRef) ----------------------------------------------------------------
+
+
+def test_a_workload_ref_replaces_the_template() -> None:
+    obj = _load(MINIMAL)
+    del obj["spec"]["template"]
+    obj["spec"]["workloadRef"] = {"name": "web"}
+    spec = CanaryRollout.from_object(obj).spec
+    assert spec.template is None
+    assert spec.workload_ref is not None
+    assert (spec.workload_ref.name, spec.workload_ref.scale_down) == ("web", ScaleDown.ON_SUCCESS)
+    with pytest.raises(ValueError, match="not read yet"):
+        _ = spec.revision
+    adopted = {
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "a", "image": "b"}]},
+    }
+    assert spec.with_template(adopted).revision == revision_hash(adopted)
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        ({"name": "Web"}, "spec.workloadRef.name"),
+        ({"name": "web", "scaleDown": "sometimes"}, "spec.workloadRef.scaleDown"),
+        ({}, "spec.workloadRef.name"),
+        ({"name": "web", "kind": "StatefulSet"}, "spec.workloadRef.kind"),
+    ],
+)
+def test_a_workload_ref_is_checked(ref: dict[str, Any], field: str) -> None:
+    obj = _load(MINIMAL)
+    del obj["spec"]["template"]
+    obj["spec"]["workloadRef"] = ref
+    assert _spec_error(obj).field == field
+
+
+def test_an_adopted_template_is_checked_like_a_spec_template() -> None:
+    good = {"spec": {"containers": [{"name": "a", "image": "web:1"}]}}
+    assert template_problem(good) is None
+    assert template_problem({"spec": {"containers": []}}) == (
+        ".spec.containers",
+        "Required value: the pod needs at least one container",
+    )
+    pinned = template_problem(good, require_digest=True)
+    assert pinned is not None
+    assert pinned.field == ".spec.containers[0].image"

@@ -231,3 +231,24 @@ def test_item_2_a_surged_stable_is_ready_before_the_canary_takes_its_share() -> 
         world.advance(1)
     assert world.memory.phase == Phase.PAUSED
     assert (world.deployments["rev2"].ready, world.deployments["rev1"].ready) == (1, 12)
+
+
+def test_item_3_a_stable_revision_behind_a_router_never_holds_a_good_canary_back() -> None:
+    """The weighted case of item 3: the canary's weight needs only its own pods, so nothing
+    waits for the stable; a StableUnavailable event names it, and the canary is promoted."""
+    world = World(plan("rev1", weighted=True))
+    world.broken_revisions.add("rev1")
+    world.run(5)  # the stable never gets ready: nothing settles
+    world.set_template("rev2")
+    world.run(80)
+    assert not world.memory.aborted, world.memory.abort_message
+    assert world.memory.canary == "rev2"
+    assert world.memory.phase == Phase.PAUSED
+    messages = [e.message for e in world.events if e.reason == "StableUnavailable"]
+    assert messages
+    assert all("rev1" in message for message in messages), "it names the stable revision"
+    world.control("promote", "p1")
+    world.run(80)
+    done = world.memory
+    assert done.stable == "rev2"
+    assert done.phase == Phase.HEALTHY

@@ -41,21 +41,11 @@ CONFIGMAP = ARGOCD_DIR / "resource-customizations.yaml"
 #: (docs/resource.md, "Control annotations").
 MENU = ("promote", "promote-full", "abort", "retry", "pause", "resume", "restart")
 
-#: What the controls the operator does not define yet do (issue 13, core-plan.md). An entry goes
-#: once coalmine.api.vocabulary.Control has the control, with its meaning.
-PENDING_CONTROLS = {
-    "pause": "hold the rollout at its current weight, whatever the step; its timers stop until "
-    "a resume.",
-    "resume": "undo a pause: the rollout goes on from where it was held.",
-    "restart": "replace the stable revision's pods a few at a time, never below the ready count "
-    "its traffic needs.",
-}
-
 
 def menu() -> tuple[tuple[str, str], ...]:
     """(action, what it does) in menu order, the meanings from the operator's Control enum."""
     meanings = {control.value: control.meaning for control in Control}
-    return tuple((name, meanings.get(name) or PENDING_CONTROLS[name]) for name in MENU)
+    return tuple((name, meanings[name]) for name in MENU)
 
 
 ACTIONS = menu()

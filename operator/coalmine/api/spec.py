@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Self
 
@@ -20,24 +19,18 @@ from coalmine.api.durations import parse_duration
 from coalmine.api.errors import field_problem
 from coalmine.api.limits import (
     DNS1035_LABEL_PATTERN,
+    DNS1123_SUBDOMAIN_PATTERN,
     DURATION_MAX_LENGTH,
-    IMAGE_DIGEST_PATTERN,
     INT32_MAX,
     MAX_PORT,
     MAX_REVISION_HISTORY_LIMIT,
     MAX_STEPS,
+    NAME_MAX_LENGTH,
     PORT_NAME_MAX_LENGTH,
     PORT_NAME_PATTERN,
     SERVICE_NAME_MAX_LENGTH,
 )
-from coalmine.api.template import (
-    check_containers,
-    check_metadata,
-    check_size,
-    image_fields,
-    revision_hash,
-    short_hash,
-)
+from coalmine.api.template import check_template, revision_hash, short_hash, template_problem
 from coalmine.api.types import (
     FreeForm,
     Integer,
@@ -47,7 +40,7 @@ from coalmine.api.types import (
     SpecModel,
     integral,
 )
-from coalmine.api.vocabulary import DeletionPolicy, ImagePolicy, StepAction
+from coalmine.api.vocabulary import DeletionPolicy, ImagePolicy, ScaleDown, StepAction
 from coalmine.routers.base import RoutingConfig
 from coalmine.routers.registry import DEFAULT_ROUTER, ROUTERS
 
@@ -201,6 +194,20 @@ class Step(SpecModel):
         return next(action for action in StepAction if self._value(action) is not None)
 
 
+class WorkloadRef(SpecModel):
+    """An existing Deployment to adopt, in the rollout's namespace, instead of a template.
+
+    Its pod template is the rollout's (a template edited in the Deployment, in Git, starts a
+    canary); its first revision becomes stable beside it; then it is scaled down as scaleDown
+    says, never deleted, and scaled back up when the rollout is deleted. See docs/adoption.md.
+    """
+
+    name: StrictStr = Field(max_length=NAME_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
+    """The Deployment's name."""
+
+    scale_down: ScaleDown = ScaleDown.ON_SUCCESS
+
+
 PodTemplate = Annotated[
     JsonObject,
     WithJsonSchema({"type": "object", "additionalProperties": True}),
@@ -213,9 +220,12 @@ class CanaryRolloutSpec(SpecModel):
     replicas: Integer = Field(default=1, ge=0, le=INT32_MAX)
     """Pods of the stable revision when no canary runs; the canary's share comes out of them."""
 
-    template: PodTemplate
+    template: PodTemplate | None = None
     """The pod template (a full PodTemplateSpec). Every distinct template is an immutable
-    revision with its own Deployment, named after its hash."""
+    revision with its own Deployment, named after its hash. Exactly one of template and
+    workloadRef."""
+
+    workload_ref: WorkloadRef | None = None
 
     service: ServiceSpec
 
@@ -254,34 +264,22 @@ class CanaryRolloutSpec(SpecModel):
 
     @field_validator("template")
     @classmethod
-    def _template_has_containers(cls, template: JsonObject) -> JsonObject:
-        check_metadata(template.get("metadata"), ".metadata")
-        check_size(template, "")
-        pod = template.get("spec")
-        if pod is None:
-            raise field_problem(".spec", "Required value: the pod template needs a spec")
-        if not isinstance(pod, Mapping):
-            raise field_problem(".spec", "must be an object")
-        containers = pod.get("containers")
-        if not containers:
-            raise field_problem(
-                ".spec.containers", "Required value: the pod needs at least one container"
-            )
-        check_containers(containers, ".spec.containers")
-        if pod.get("initContainers") is not None:
-            check_containers(pod["initContainers"], ".spec.initContainers")
+    def _template_has_containers(cls, template: JsonObject | None) -> JsonObject | None:
+        if template is not None:
+            check_template(template)
         return template
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Self:
+        if (self.template is None) == (self.workload_ref is None):
+            found = "both" if self.template is not None else "neither"
+            raise field_problem("", f"set exactly one of template and workloadRef (found {found})")
         if self.progress_deadline_seconds <= self.min_ready_seconds:
             raise field_problem(".progressDeadlineSeconds", "must be greater than minReadySeconds")
-        if self.image_policy is ImagePolicy.REQUIRE_DIGEST:
-            for where, image in image_fields(self.template):
-                if not re.search(IMAGE_DIGEST_PATTERN, image):
-                    raise field_problem(
-                        where, "imagePolicy RequireDigest: the image must end in @sha256:<digest>"
-                    )
+        if self.image_policy is ImagePolicy.REQUIRE_DIGEST and self.template is not None:
+            problem = template_problem(self.template, require_digest=True)
+            if problem is not None:
+                raise field_problem(f".template{problem.field}", problem.reason)
         return self
 
     @property
@@ -298,8 +296,15 @@ class CanaryRolloutSpec(SpecModel):
 
     @property
     def revision(self) -> str:
-        """The revision name of the template (see `revision_hash`)."""
+        """The revision name of the template (see `revision_hash`); with workloadRef, once the
+        operator has put the adopted Deployment's template in (`with_template`)."""
+        if self.template is None:
+            raise ValueError("no template: an adopted Deployment's template is not read yet")
         return revision_hash(self.template)
+
+    def with_template(self, template: JsonObject) -> CanaryRolloutSpec:
+        """This spec with the pod template an adopted Deployment holds (spec.workloadRef)."""
+        return self.model_copy(update={"template": template})
 
     def steps_hash(self) -> str:
         """A short hash of the steps, to notice when they change during a canary."""

@@ -177,6 +177,42 @@ class Controls(StatusModel):
     promote_full: str | None = None
     """Last coalmine.dev/promote-full token handled."""
 
+    pause: str | None = None
+    """Last coalmine.dev/pause token handled."""
+
+    resume: str | None = None
+    """Last coalmine.dev/resume token handled."""
+
+    restart: str | None = None
+    """Last coalmine.dev/restart token handled."""
+
+
+class RestartRecord(StatusModel):
+    """The last restart asked for with a coalmine.dev/restart token."""
+
+    revision: str
+    """The stable revision whose pods are replaced."""
+
+    requested_at: AwareDatetime
+    """When the token was handled: the revision's pod template carries this time in the
+    coalmine.dev/restarted-at annotation, which its Deployment rolls out a few pods at a time
+    (maxSurge 25%, maxUnavailable 0)."""
+
+
+class AdoptionStatus(StatusModel):
+    """The user's Deployment the rollout adopted (spec.workloadRef): docs/adoption.md."""
+
+    deployment: str
+    """Its name."""
+
+    taken_over_at: AwareDatetime | None = None
+    """When the rollout's Services stopped selecting its pods: from then on the stable
+    revision serves the rollout's traffic alone. Unset while it still helps."""
+
+    replicas: int | None = Field(default=None, ge=0)
+    """The replica count coalmine last set on it (spec.workloadRef.scaleDown); unset while
+    coalmine has not changed it."""
+
 
 class CanaryRolloutStatus(StatusModel):
     """What the operator observed and did: its only memory across restarts."""
@@ -251,6 +287,30 @@ class CanaryRolloutStatus(StatusModel):
     the oldest is scaled down at once to make room)."""
 
     controls: Controls = Field(default_factory=Controls)
+
+    paused_by_user: bool | None = None
+    """True while the pause control (a coalmine.dev/pause token) holds the canary: nothing
+    moves, its timers stop, until a coalmine.dev/resume token (or an abort)."""
+
+    paused_by_user_at: AwareDatetime | None = None
+    """When the pause control took hold; unset when not paused by the user."""
+
+    step_held_seconds: float | None = Field(default=None, ge=0)
+    """Seconds the pause control held the current step before the pause under way, if any:
+    a timed pause and the progress deadline leave them out."""
+
+    restart: RestartRecord | None = None
+
+    adoption: AdoptionStatus | None = None
+
+    replicas: int | None = Field(default=None, ge=0)
+    """Pods the rollout's revisions are sized for now, stable and canary together (more than
+    spec.replicas while a canary runs beside the stable revision): the scale subresource's
+    status.replicas, which `kubectl scale` and HorizontalPodAutoscalers read."""
+
+    selector: str | None = None
+    """The label selector of the pods of every revision (coalmine.dev/rollout=<name>): the
+    scale subresource's selector, whose pods a HorizontalPodAutoscaler measures."""
 
     analysis: list[AnalysisRunStatus] | None = Field(default=None, max_length=2)
     """The analysis runs of the current canary (an analysis step's and the background one)."""

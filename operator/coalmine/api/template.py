@@ -8,10 +8,13 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from coalmine.api.errors import field_problem
+from pydantic_core import PydanticCustomError
+
+from coalmine.api.errors import Problem, field_problem
 from coalmine.api.limits import (
     CONTAINER_NAME_MAX_LENGTH,
     DNS1123_SUBDOMAIN_PATTERN,
+    IMAGE_DIGEST_PATTERN,
     IMAGE_MAX_LENGTH,
     LABEL_MAX_LENGTH,
     MAX_CONTAINERS,
@@ -37,6 +40,49 @@ def revision_hash(template: Mapping[str, Any]) -> str:
     at all, even to a label, makes a new revision: revisions are immutable.
     """
     return short_hash(template)
+
+
+def check_template(template: Mapping[str, Any], *, require_digest: bool = False) -> None:
+    """What a pod template must be to make a revision's Deployment (paths relative to it).
+
+    Raises the first problem with `field_problem`: a spec's template fails validation naming
+    ``spec.template<path>``; see `template_problem` for templates from elsewhere.
+    """
+    check_metadata(template.get("metadata"), ".metadata")
+    check_size(template, "")
+    pod = template.get("spec")
+    if pod is None:
+        raise field_problem(".spec", "Required value: the pod template needs a spec")
+    if not isinstance(pod, Mapping):
+        raise field_problem(".spec", "must be an object")
+    containers = pod.get("containers")
+    if not containers:
+        raise field_problem(
+            ".spec.containers", "Required value: the pod needs at least one container"
+        )
+    check_containers(containers, ".spec.containers")
+    if pod.get("initContainers") is not None:
+        check_containers(pod["initContainers"], ".spec.initContainers")
+    if require_digest:
+        for where, image in image_fields(template):
+            if not re.search(IMAGE_DIGEST_PATTERN, image):
+                raise field_problem(
+                    where.removeprefix(".template"),
+                    "imagePolicy RequireDigest: the image must end in @sha256:<digest>",
+                )
+
+
+def template_problem(template: object, *, require_digest: bool = False) -> Problem | None:
+    """The first reason a pod template cannot make a revision, its field relative to the
+    template (`.spec.containers[0].image`); None when it can. For a template that does not come
+    from the spec (an adopted Deployment's), which no validator has looked at."""
+    if not isinstance(template, Mapping):
+        return Problem("", "must be an object")
+    try:
+        check_template(template, require_digest=require_digest)
+    except PydanticCustomError as error:
+        return Problem(str((error.context or {}).get("subpath", "")), error.message())
+    return None
 
 
 def check_containers(containers: object, subpath: str) -> None:

@@ -39,6 +39,28 @@ class DeletionPolicy(DocumentedEnum):
     )
 
 
+class ScaleDown(DocumentedEnum):
+    """When an adopted Deployment (spec.workloadRef) is scaled down; it is never deleted."""
+
+    NEVER = (
+        "never",
+        "it keeps its pods: it serves through your own Service beside the rollout's revisions, "
+        "and rolls out a template edited in Git by itself, past the canary.",
+    )
+    ON_SUCCESS = (
+        "onSuccess",
+        "to zero once the rollout has taken over its traffic: the stable revision available, "
+        "the rollout's Services (and the router) sending nothing to its pods any more, and "
+        "scaleDownDelaySeconds after that. No pod of it leaves while coalmine routes to it.",
+    )
+    PROGRESSIVELY = (
+        "progressively",
+        "one pod less for each ready pod of the stable revision, while both serve, like a "
+        "rolling update of the Deployment itself (its pods should finish their requests on "
+        "termination, as in any rolling update); at zero once the stable revision is available.",
+    )
+
+
 class StepAction(StrEnum):
     """What a step does; named after the step's field."""
 
@@ -64,6 +86,16 @@ class Control(DocumentedEnum):
         "retry",
         "after an abort, start the same canary again from its first step.",
     )
+    PAUSE = (
+        "pause",
+        "hold the canary in flight at its current weight, whatever the step: nothing moves and "
+        "its timers stop (a timed pause does not run out, the progress deadline does not pass) "
+        "until a resume token; an abort still acts.",
+    )
+    RESUME = (
+        "resume",
+        "undo a pause: the canary goes on from where it was held, its timers counting again.",
+    )
     PROMOTE_FULL = (
         "promote-full",
         "skip every remaining step and analysis: the canary becomes the stable revision now.",
@@ -72,6 +104,11 @@ class Control(DocumentedEnum):
         "promote",
         "complete the current step (a pause, timed or not, or an analysis step) and go on with "
         "the next one.",
+    )
+    RESTART = (
+        "restart",
+        "replace the stable revision's pods a few at a time (a surge of 25%), never below the "
+        "ready count its traffic needs: for pods that went bad without a new template.",
     )
 
     @property
@@ -102,7 +139,8 @@ class Phase(DocumentedEnum):
     PAUSED = (
         "Paused",
         "the canary is held at a pause step, until the step's duration has passed or, for a "
-        "pause without duration, until a promote token.",
+        "pause without duration, until a promote token. (The pause control leaves the phase as "
+        "it is: see status.pausedByUser and the Paused condition.)",
     )
     DEGRADED = (
         "Degraded",
@@ -148,7 +186,8 @@ class ConditionType(DocumentedEnum):
         "Ready",
         "True while the operator can act on the spec as written; False with the reason that "
         "stops it, naming the field or object: InvalidSpec, RouterError, OwnershipConflict, "
-        "APIRejected, RevisionGone, Unreadable, InternalError. It retries with a growing delay.",
+        "APIRejected, RevisionGone, WorkloadNotFound, WorkloadInvalid, Unreadable, "
+        "InternalError. It retries with a growing delay.",
     )
     AVAILABLE = (
         "Available",
@@ -163,8 +202,9 @@ class ConditionType(DocumentedEnum):
     )
     PAUSED = (
         "Paused",
-        "True while the canary is held at a pause step; the message says until when, or that "
-        "it waits for a promote token.",
+        "True while the canary is held: by the pause control (reason PausedByUser, until a "
+        "resume token; status.pausedByUser is true), or at a pause step (reason PauseStep; the "
+        "message says until when, or that it waits for a promote token).",
     )
     ABORTED = (
         "Aborted",

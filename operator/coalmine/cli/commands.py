@@ -22,6 +22,7 @@ Rules the commands keep:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -56,7 +57,12 @@ from coalmine.cli.session import (
     require_crd,
 )
 from coalmine.kube import ConflictError, NotFoundError, Obj
-from coalmine.labels import REVISION_LABEL, ROLLOUT_LABEL, TEMPLATE_ANNOTATION
+from coalmine.labels import (
+    RESTARTED_AT_ANNOTATION,
+    REVISION_LABEL,
+    ROLLOUT_LABEL,
+    TEMPLATE_ANNOTATION,
+)
 
 ARGO_CD_WARNING = (
     "warning: undo edits spec.template. If Argo CD (or Flux) manages this CanaryRollout, that is "
@@ -91,7 +97,7 @@ def cmd_list(args: argparse.Namespace, session: Session) -> int:
     return EXIT_OK
 
 
-# --- promote, abort, retry ------------------------------------------------------------------
+# --- promote, abort, retry, pause, resume, restart ---------------------------------------------
 
 
 def control_note(control: Control, status: Mapping[str, Any]) -> str | None:
@@ -100,11 +106,27 @@ def control_note(control: Control, status: Mapping[str, Any]) -> str | None:
     The operator records such a token anyway (so it never acts later by surprise) and says so
     in an event; saying it here saves a trip to `kubectl describe`.
     """
-    walking = bool(status.get("canaryRevision")) and not status.get("abortReason")
-    if control in (Control.PROMOTE, Control.PROMOTE_FULL, Control.ABORT) and not walking:
-        return "no canary is walking its steps: the operator will record the token and do nothing"
-    if control is Control.RETRY and not status.get("abortReason"):
-        return "the rollout is not aborted: the operator will record the token and do nothing"
+    in_flight = bool(status.get("canaryRevision")) and not status.get("abortReason")
+    paused = bool(status.get("pausedByUser"))
+    promotes = control in (Control.PROMOTE, Control.PROMOTE_FULL)
+    checks: list[tuple[bool, str]] = [
+        (
+            (promotes or control is Control.ABORT) and not in_flight,
+            "no canary is walking its steps",
+        ),
+        (promotes and paused, "the rollout is paused: resume it first"),
+        (control is Control.RETRY and not status.get("abortReason"), "the rollout is not aborted"),
+        (control is Control.PAUSE and paused, "the rollout is paused already"),
+        (control is Control.PAUSE and not in_flight, "no canary is in flight to hold"),
+        (control is Control.RESUME and not paused, "the rollout is not paused"),
+        (
+            control is Control.RESTART and not status.get("stableRevision"),
+            "there is no stable revision yet",
+        ),
+    ]
+    for applies, why in checks:
+        if applies:
+            return f"{why}: the operator will record the token and do nothing"
     return None
 
 
@@ -144,6 +166,9 @@ def cmd_control(args: argparse.Namespace, session: Session) -> int:
         "promote": Control.PROMOTE_FULL if getattr(args, "full", False) else Control.PROMOTE,
         "abort": Control.ABORT,
         "retry": Control.RETRY,
+        "pause": Control.PAUSE,
+        "resume": Control.RESUME,
+        "restart": Control.RESTART,
     }[args.command]
     rollout = fetch_rollout(session, args.name)
     note = control_note(control, rollout.get("status") or {})
@@ -237,9 +262,10 @@ def restore_template(recorded: str, revision: str) -> dict[str, Any]:
     """The user's pod template of a revision, rebuilt from its Deployment's annotation.
 
     The annotation holds the template with the operator's two labels added (and the
-    `metadata.labels` it had to create for them). Both forms, with and without those empty
-    maps, are tried: only the one whose hash is the revision's name brings the very revision
-    back, and thus the fast rollback.
+    `metadata.labels` it had to create for them), and after a restart (coalmine.dev/restart)
+    its stamp among the annotations (and the map it had to create). Every form, with and
+    without those emptied maps, is tried: only the one whose hash is the revision's name brings
+    the very revision back, and thus the fast rollback.
     """
     try:
         template = json.loads(recorded)
@@ -248,30 +274,53 @@ def restore_template(recorded: str, revision: str) -> dict[str, Any]:
     if not isinstance(template, dict):
         raise CliError(f"the {TEMPLATE_ANNOTATION} annotation of revision {revision} is not JSON")
     metadata = template.get("metadata")
-    labels = metadata.get("labels") if isinstance(metadata, dict) else None
-    if isinstance(labels, dict):
-        labels.pop(ROLLOUT_LABEL, None)
-        labels.pop(REVISION_LABEL, None)
-    candidates = [json.loads(json.dumps(template))]
-    if isinstance(metadata, dict) and labels == {}:
-        del metadata["labels"]
-        candidates.append(json.loads(json.dumps(template)))
-        if not metadata:
-            del template["metadata"]
-            candidates.append(template)
-    for candidate in candidates:
+    if isinstance(metadata, dict):
+        for key, ours in (
+            ("labels", (ROLLOUT_LABEL, REVISION_LABEL)),
+            ("annotations", (RESTARTED_AT_ANNOTATION,)),
+        ):
+            entries = metadata.get(key)
+            if isinstance(entries, dict):
+                for name in ours:
+                    entries.pop(name, None)
+    for candidate in _without_emptied_maps(template):
         if template_revision(candidate) == revision:
-            return dict(candidate)
+            return candidate
     raise CliError(
         f"cannot rebuild the template of revision {revision} exactly from its Deployment (the "
         f"{TEMPLATE_ANNOTATION} annotation no longer hashes to it); not changing anything"
     )
 
 
+def _without_emptied_maps(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """The template as it is, and without each empty labels or annotations map (and then an
+    empty metadata): the maps coalmine may have created for its own entries."""
+    candidates = []
+    for drops in itertools.product((False, True), repeat=3):
+        drop_labels, drop_annotations, drop_metadata = drops
+        candidate: dict[str, Any] = json.loads(json.dumps(template))
+        metadata = candidate.get("metadata")
+        if isinstance(metadata, dict):
+            for key, drop in (("labels", drop_labels), ("annotations", drop_annotations)):
+                if drop and metadata.get(key) == {}:
+                    del metadata[key]
+            if drop_metadata and not metadata:
+                del candidate["metadata"]
+        candidates.append(candidate)
+    return candidates
+
+
 def cmd_undo(args: argparse.Namespace, session: Session) -> int:
     rollout = fetch_rollout(session, args.name)
     spec = rollout.get("spec") or {}
     status = rollout.get("status") or {}
+    ref = spec.get("workloadRef")
+    if isinstance(ref, Mapping):
+        raise CliError(
+            f"canaryrollout {args.name} takes its template from Deployment {ref.get('name')} "
+            "(spec.workloadRef): undo there, in Git (git revert); a kept revision rolls back "
+            "just as fast"
+        )
     spec_revision = template_revision(spec.get("template") or {})
     kept = kept_revisions(fetch_deployments(session, args.name))
     if args.to_revision:
@@ -424,6 +473,15 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command("retry", cmd_control, "start an aborted canary again from its first step")
     retry.add_argument("name", metavar="NAME")
     _wait_options(retry)
+
+    for name, help_text in (
+        ("pause", "hold the canary at its current weight, its timers stopped, until resumed"),
+        ("resume", "let a paused canary go on from where it was held"),
+        ("restart", "replace the stable revision's pods a few at a time, none short of ready"),
+    ):
+        held = command(name, cmd_control, help_text)
+        held.add_argument("name", metavar="NAME")
+        _wait_options(held)
 
     undo = command("undo", cmd_undo, "set the template back to a kept revision (edits the spec)")
     undo.add_argument("name", metavar="NAME")

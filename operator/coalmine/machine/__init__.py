@@ -23,6 +23,8 @@ This package re-exports what the rest of the operator uses.
 
 from coalmine.machine.core import decide as decide
 from coalmine.machine.types import Action as Action
+from coalmine.machine.types import AdoptedObserved as AdoptedObserved
+from coalmine.machine.types import Adoption as Adoption
 from coalmine.machine.types import AnalysisObserved as AnalysisObserved
 from coalmine.machine.types import CreateRevision as CreateRevision
 from coalmine.machine.types import Decision as Decision
@@ -33,8 +35,12 @@ from coalmine.machine.types import Memory as Memory
 from coalmine.machine.types import Observed as Observed
 from coalmine.machine.types import Plan as Plan
 from coalmine.machine.types import Problem as Problem
+from coalmine.machine.types import ReleaseAdopted as ReleaseAdopted
+from coalmine.machine.types import Restart as Restart
+from coalmine.machine.types import RestartRevision as RestartRevision
 from coalmine.machine.types import RestoreRevision as RestoreRevision
 from coalmine.machine.types import RevisionObserved as RevisionObserved
+from coalmine.machine.types import ScaleAdopted as ScaleAdopted
 from coalmine.machine.types import ScaleRevision as ScaleRevision
 from coalmine.machine.types import SelectRevisions as SelectRevisions
 from coalmine.machine.types import SetWeight as SetWeight

@@ -59,6 +59,14 @@ class Builder:
         observed = self.observed.revisions.get(revision)
         return observed.replicas if observed else None
 
+    def step_elapsed(self) -> float:
+        """Seconds the current step has run, leaving out the time the pause control held it."""
+        started = self.memory.step_started or self.now
+        held = self.memory.held_seconds
+        if self.memory.paused_at is not None:
+            held += max(0.0, (self.now - self.memory.paused_at).total_seconds())
+        return max(0.0, (self.now - started).total_seconds() - held)
+
     def serving(self, revision: str, *, canary: bool) -> int:
         """Pods of ``revision`` that can take traffic: ready, and ready behind the Service."""
         endpoints = self.observed.canary_endpoints if canary else self.observed.stable_endpoints
@@ -123,6 +131,10 @@ class Builder:
             abort_message=None,
             phase=phase,
             message=message,
+            # A pause holds the canary it was asked for; the next one starts unheld.
+            paused_by_user=False,
+            paused_at=None,
+            held_seconds=0.0,
         )
 
     def decision(self, done_deleting: bool = False) -> Decision:

@@ -11,13 +11,19 @@ from coalmine.machine.types import SelectRevisions
 
 
 def deadline_passed(b: Builder) -> bool:
-    started = b.memory.step_started or b.now
-    return (b.now - started).total_seconds() > b.plan.progress_deadline_seconds
+    """Whether the step has waited longer than the progress deadline; never while the pause
+    control holds it (its timers stop)."""
+    if b.memory.paused_by_user:
+        return False
+    return b.step_elapsed() > b.plan.progress_deadline_seconds
 
 
 def abort(b: Builder, reason: str, message: str) -> None:
     b.memory = replace(
         b.memory,
+        # An abort outranks a pause: there is nothing left to hold.
+        paused_by_user=False,
+        paused_at=None,
         aborted=True,
         abort_reason=reason,
         abort_message=message,

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
+from coalmine.machine import adoption
 from coalmine.machine.builder import Builder
 from coalmine.machine.common import abort, deadline_passed
 from coalmine.machine.ratio import ReplicaRatio
@@ -25,6 +26,8 @@ from coalmine.machine.types import (
     Memory,
     Observed,
     Plan,
+    Restart,
+    RestartRevision,
     RestoreRevision,
     ScaleRevision,
     SelectRevisions,
@@ -39,6 +42,7 @@ def decide(plan: Plan, memory: Memory, observed: Observed, now: datetime) -> Dec
     """The next actions and memory for one rollout. Pure: same inputs, same decision."""
     b = Builder(plan, memory, observed, now)
     strategy = WEIGHTED if plan.weighted else RATIO
+    adoption.remember(b)
     if plan.deleting:
         return _finalize(b, strategy)
     _restore_drift(b)
@@ -56,6 +60,8 @@ def decide(plan: Plan, memory: Memory, observed: Observed, now: datetime) -> Dec
         _steady(b, strategy)
     elif not _superseded(b):
         _advance(b, strategy)
+    adoption.track(b)
+    _restart_stable(b)
     _scale_down_old(b)
     _prune(b)
     return b.decision()
@@ -106,37 +112,117 @@ def _new_tokens(b: Builder) -> dict[Control, str]:
 
 
 def _handle_controls(b: Builder, strategy: Strategy) -> None:
-    """Act once on each new control token; record it so a restart never acts on it again."""
+    """Act once on each new control token; record it so a restart never acts on it again.
+
+    Only the first new token in the Control enum's order acts (abort wins); all are recorded.
+    """
     fresh = _new_tokens(b)
     if not fresh:
         return
     b.memory = replace(b.memory, handled={**b.memory.handled, **fresh})
-    walking = (
+    control = next(control for control in Control if control in fresh)
+    match control:
+        case Control.ABORT:
+            if _walking(b):
+                abort(b, "AbortedByUser", "aborted on request (coalmine.dev/abort)")
+            else:
+                b.event("ControlIgnored", "abort: no canary in flight to abort")
+        case Control.RETRY:
+            _retry(b)
+        case Control.PAUSE:
+            _pause_by_user(b)
+        case Control.RESUME:
+            _resume(b)
+        case Control.PROMOTE_FULL | Control.PROMOTE:
+            _promote(b, control)
+        case Control.RESTART:
+            _restart(b)
+
+
+def _walking(b: Builder) -> bool:
+    """A canary of the spec's template walking its steps: what abort and promote act on."""
+    return (
         b.memory.canary is not None
         and b.memory.canary == b.plan.revision
         and not b.memory.aborted
         and b.memory.stage == Stage.STEPS
     )
-    if Control.ABORT in fresh:
-        # Abort wins over anything asked at the same time.
-        if walking:
-            abort(b, "AbortedByUser", "aborted on request (coalmine.dev/abort)")
-        else:
-            b.event("ControlIgnored", "abort: no canary in flight to abort")
-        return
-    if Control.RETRY in fresh:
-        _retry(b)
-        return
-    if not walking:
-        for control in (Control.PROMOTE_FULL, Control.PROMOTE):
-            if control in fresh:
-                b.event("ControlIgnored", f"{control}: no canary walking its steps")
-        return
-    if Control.PROMOTE_FULL in fresh:
-        b.memory = replace(b.memory, step=len(b.plan.steps), step_started=b.now)
+
+
+def _in_flight(b: Builder) -> bool:
+    """A canary walking its steps or being promoted: what the pause control holds."""
+    return (
+        b.memory.canary is not None
+        and not b.memory.aborted
+        and b.memory.stage != Stage.ABORTING
+        and not _superseded(b)
+    )
+
+
+def _promote(b: Builder, control: Control) -> None:
+    if not _walking(b):
+        b.event("ControlIgnored", f"{control}: no canary walking its steps")
+    elif b.memory.paused_by_user:
+        b.event("ControlIgnored", f"{control}: paused by user; resume first (coalmine.dev/resume)")
+    elif control == Control.PROMOTE_FULL:
+        b.memory = replace(b.memory, step=len(b.plan.steps), step_started=b.now, held_seconds=0)
         b.event("PromotedFull", "promote-full: skipping the remaining steps")
-    elif Control.PROMOTE in fresh:
+    else:
         _complete_step(b, "promoted on request")
+
+
+def _pause_by_user(b: Builder) -> None:
+    if b.memory.paused_by_user:
+        b.event("ControlIgnored", "pause: the rollout is paused already")
+        return
+    if not _in_flight(b):
+        b.event("ControlIgnored", "pause: no canary in flight to hold")
+        return
+    b.memory = replace(b.memory, paused_by_user=True, paused_at=b.now)
+    b.event(
+        "PausedByUser",
+        f"canary {b.memory.canary} held at {b.memory.desired_weight}%, its timers stopped, "
+        "until resumed (coalmine.dev/resume)",
+    )
+
+
+def _resume(b: Builder) -> None:
+    paused_at = b.memory.paused_at
+    if not b.memory.paused_by_user or paused_at is None:
+        b.event("ControlIgnored", "resume: the rollout is not paused by the pause control")
+        return
+    held = max(0.0, (b.now - paused_at).total_seconds())
+    b.memory = replace(
+        b.memory,
+        paused_by_user=False,
+        paused_at=None,
+        held_seconds=b.memory.held_seconds + held,
+    )
+    b.event("Resumed", f"canary {b.memory.canary} goes on after {held:.0f} s held by the user")
+    b.wait(0)
+
+
+def _restart(b: Builder) -> None:
+    stable = b.memory.stable
+    if stable is None:
+        b.event("ControlIgnored", "restart: there is no stable revision yet")
+        return
+    b.memory = replace(b.memory, restart=Restart(stable, b.now))
+    b.event(
+        "Restarting",
+        f"replacing the pods of stable revision {stable} a few at a time, none taken out of "
+        "service before its replacement is ready",
+    )
+
+
+def _restart_stable(b: Builder) -> None:
+    """A restart asked of the current stable revision goes on until its template carries it."""
+    restart = b.memory.restart
+    if restart is None or restart.revision != b.memory.stable:
+        return  # none asked, or that revision is stable no more (its pods went anyway)
+    observed = b.observed.revisions.get(restart.revision)
+    if observed is not None and observed.restarted != restart.stamp:
+        b.act(RestartRevision(restart.revision, restart.stamp))
 
 
 def _retry(b: Builder) -> None:
@@ -183,7 +269,7 @@ def _steady(b: Builder, strategy: Strategy) -> None:
     stable = b.memory.stable
     assert stable is not None
     b.scale(stable, b.plan.replicas)
-    b.act(SelectRevisions(stable, None))
+    b.act(SelectRevisions(stable, None, adopted=adoption.serves_adopted(b)))
     routed = strategy.route(b, 0)
     available = b.available(stable) >= b.plan.replicas
     if routed and available:
@@ -222,7 +308,9 @@ def _advance(b: Builder, strategy: Strategy) -> None:
     if b.memory.stage == Stage.ABORTING or b.memory.aborted:
         _retire(b, strategy, superseded=False)
         return
-    if b.memory.stage not in (Stage.FULL_WEIGHT, Stage.SWITCH_STABLE, Stage.RETURN_TO_STABLE):
+    if b.memory.paused_by_user:
+        _held_by_user(b, strategy)
+    elif b.memory.stage not in (Stage.FULL_WEIGHT, Stage.SWITCH_STABLE, Stage.RETURN_TO_STABLE):
         if b.memory.step < len(b.plan.steps):
             _walk_step(b, strategy)
         else:
@@ -233,6 +321,41 @@ def _advance(b: Builder, strategy: Strategy) -> None:
     if b.memory.aborted and not b.start.aborted:
         # Aborted during this decision (deadline, analysis): traffic goes back at once.
         _retire(b, strategy, superseded=False)
+
+
+def _held_by_user(b: Builder, strategy: Strategy) -> None:
+    """The pause control: the canary stays at the weight asked so far, whatever the step.
+
+    Walking its steps, it is kept at that weight and size (as a pause step would); being
+    promoted, nothing moves to the next stage. Only a failed analysis still acts: it aborts,
+    which sends every request back to the stable revision, the safe side an incident wants.
+    """
+    canary = b.memory.canary
+    assert canary is not None
+    held = b.memory.desired_weight
+    if b.memory.stage == Stage.STEPS:
+        for run, what in _runs_judging(b):
+            if run.verdict == AnalysisVerdict.FAILED:
+                abort(b, "AnalysisFailed", f"{what} failed: {run.message}")
+                return
+        strategy.keep_stable_serving(b)
+        strategy.hold(b, canary, held)
+    b.memory = replace(
+        b.memory,
+        message=f"paused by user at {held}%: held until resumed (coalmine.dev/resume)",
+    )
+
+
+def _runs_judging(b: Builder) -> list[tuple[AnalysisObserved, str]]:
+    """The analysis verdicts that judge the canary at its current step."""
+    runs = []
+    step = b.plan.steps[b.memory.step] if b.memory.step < len(b.plan.steps) else None
+    if step is not None and step.kind == StepAction.ANALYSIS and b.observed.step_analysis:
+        runs.append((b.observed.step_analysis, "analysis"))
+    start = b.plan.background_from_step
+    if start is not None and b.memory.step >= start and b.observed.background_analysis:
+        runs.append((b.observed.background_analysis, "background analysis"))
+    return runs
 
 
 def _walk_step(b: Builder, strategy: Strategy) -> None:
@@ -254,13 +377,13 @@ def _walk_step(b: Builder, strategy: Strategy) -> None:
     if b.memory.aborted:
         return
     if step.kind == StepAction.PAUSE and step.pause_seconds is not None:
-        started = b.memory.step_started or b.now
-        left = step.pause_seconds - (b.now - started).total_seconds()
+        left = step.pause_seconds - b.step_elapsed()
         if left <= 0:
             _complete_step(b, f"pause of {step.pause_seconds:g} s elapsed")
             _after_step(b)
             return
-        until = started + timedelta(seconds=step.pause_seconds)
+        started = b.memory.step_started or b.now
+        until = started + timedelta(seconds=step.pause_seconds + b.memory.held_seconds)
         _pause(b, f"paused for {step.pause_seconds:g} s at {held}% (until {until:%H:%M:%S}Z)")
         b.wait(left)
     elif step.kind == StepAction.PAUSE:
@@ -324,7 +447,9 @@ def _pause(b: Builder, message: str) -> None:
 def _complete_step(b: Builder, why: str) -> None:
     index = b.memory.step
     b.event("StepCompleted", f"step {index + 1}/{len(b.plan.steps)} completed: {why}")
-    b.memory = replace(b.memory, step=index + 1, step_started=b.now, phase=Phase.PROGRESSING)
+    b.memory = replace(
+        b.memory, step=index + 1, step_started=b.now, held_seconds=0.0, phase=Phase.PROGRESSING
+    )
 
 
 def _after_step(b: Builder) -> None:
@@ -338,11 +463,14 @@ def _retire(b: Builder, strategy: Strategy, *, superseded: bool) -> None:
     assert canary is not None
     assert stable is not None
     if superseded:
-        # Say what happens now, from the first status of the new generation on.
+        # Say what happens now, from the first status of the new generation on. A hold by the
+        # pause control ends: the canary it held is on its way out.
         b.memory = replace(
             b.memory,
             phase=Phase.PROGRESSING,
             message=f"retiring canary {canary}: the template changed to {b.plan.revision}",
+            paused_by_user=False,
+            paused_at=None,
         )
     if not strategy.retire(b, superseded=superseded):
         return
@@ -417,6 +545,8 @@ def _finalize(b: Builder, strategy: Strategy) -> Decision:
     reachable = b.observed.router_error is None
     restore = b.plan.restore_stable_on_delete and strategy.restores_on_delete and reachable
     if restore and b.memory.canary is not None and not strategy.route(b, 0):
+        return b.decision()
+    if not adoption.let_go(b):
         return b.decision()
     b.act(FinalizeRouting(restore_stable=b.plan.restore_stable_on_delete))
     return b.decision(done_deleting=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from coalmine.api.limits import PENDING_SCALE_DOWN_LIMIT
-from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, Stage, StepAction
+from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, ScaleDown, Stage, StepAction
 
 WAIT = 5.0
 """Seconds between looks while waiting for pods or the router: watch events usually come sooner
@@ -38,6 +38,14 @@ class AnalysisObserved:
 
 
 @dataclass(frozen=True)
+class Adoption:
+    """The user's Deployment the template comes from (spec.workloadRef)."""
+
+    deployment: str
+    scale_down: ScaleDown = ScaleDown.ON_SUCCESS
+
+
+@dataclass(frozen=True)
 class Plan:
     """What the spec asks for, reduced to what the machine needs."""
 
@@ -57,6 +65,24 @@ class Plan:
     """Changes when the steps change; a canary walking old steps starts over on the new ones."""
     background_from_step: int | None = None
     """The step index from which the background analysis judges the canary; None: none."""
+    adoption: Adoption | None = None
+    """The Deployment adopted (spec.workloadRef); None: the template is the spec's."""
+    deleting_since: datetime | None = None
+    """When deletion was asked (metadata.deletionTimestamp): what deletion waits for is bounded
+    by the progress deadline from then."""
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A restart asked for (coalmine.dev/restart): the pods of ``revision``, stamped ``at``."""
+
+    revision: str
+    at: datetime
+
+    @property
+    def stamp(self) -> str:
+        """The value its Deployment's pod template carries once the restart is under way."""
+        return self.at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -84,6 +110,22 @@ class Memory:
     promoted: frozenset[str] = frozenset()
     """Revisions the status records as having been stable: the only ones a fast rollback may
     return to (a Deployment that merely exists proves nothing: it may be a half-made canary)."""
+    paused_by_user: bool = False
+    """Held by the pause control until a resume: nothing moves, the step's timers stop."""
+    paused_at: datetime | None = None
+    """When the pause control took hold (None: not paused by the user)."""
+    held_seconds: float = 0.0
+    """Seconds the current step was held by the pause control before the pause under way (if
+    any): the step's timers leave them out."""
+    restart: Restart | None = None
+    """The last restart asked for."""
+    adopted: str | None = None
+    """The adopted Deployment the two fields below are about (None: nothing adopted yet)."""
+    taken_over: datetime | None = None
+    """When the rollout's Services stopped selecting the adopted Deployment's pods, its
+    traffic then served by the stable revision alone (None: not yet)."""
+    adopted_replicas: int | None = None
+    """The replica count coalmine last set on the adopted Deployment (None: never touched)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +137,23 @@ class RevisionObserved:
     available: int
     created: datetime
     drifted: bool = False
+    restarted: str | None = None
+    """The restart stamp its pod template carries (see `Restart.stamp`); None: never restarted."""
+
+
+@dataclass(frozen=True)
+class AdoptedObserved:
+    """The adopted Deployment as observed."""
+
+    replicas: int
+    ready: int
+    marked: int | None = None
+    """The replica count the adopted-replicas annotation says coalmine last set (None: none)."""
+    selectable: bool = True
+    """Its pods can be picked by a Service's selector (its own is matchLabels only): the
+    rollout's Services can then serve them until the stable revision takes over."""
+    labelled: bool = True
+    """It carries this rollout's adopted-by label: it is not released yet."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +175,8 @@ class Observed:
     """The verdict of the current analysis step's run (None: not started)."""
     background_analysis: AnalysisObserved | None = None
     """The verdict of the background analysis (None: none, or not started)."""
+    adopted: AdoptedObserved | None = None
+    """The adopted Deployment (None: none adopted, or it is gone)."""
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -146,11 +207,37 @@ class DeleteRevision:
 
 
 @dataclass(frozen=True)
+class RestartRevision:
+    """Replace a revision's pods a few at a time, never fewer ready than its replicas: its pod
+    template gets ``stamp``, which its Deployment rolls out with no pod unavailable."""
+
+    revision: str
+    stamp: str
+
+
+@dataclass(frozen=True)
 class SelectRevisions:
-    """Point the stable and canary Services at these revisions (canary None: no pods)."""
+    """Point the stable and canary Services at these revisions (canary None: no pods).
+
+    ``adopted``: the stable Service (and the one of every revision) selects the adopted
+    Deployment's pods too, as its own Service does: until the stable revision takes over.
+    """
 
     stable: str
     canary: str | None
+    adopted: bool = False
+
+
+@dataclass(frozen=True)
+class ScaleAdopted:
+    """Set the adopted Deployment's replicas (and the annotation that says coalmine did)."""
+
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ReleaseAdopted:
+    """Let go of the adopted Deployment: its label and annotation off; it stays as it is."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +262,10 @@ Action = (
     | ScaleRevision
     | RestoreRevision
     | DeleteRevision
+    | RestartRevision
     | SelectRevisions
+    | ScaleAdopted
+    | ReleaseAdopted
     | SetWeight
     | FinalizeRouting
     | EmitEvent

@@ -34,6 +34,15 @@ class WeightedRouting:
         assert stable is not None
         b.scale(stable, b.plan.replicas)
         b.act(SelectRevisions(stable, b.memory.canary))
+        if b.plan.replicas > 0 and b.available(stable) == 0:
+            # Nothing waits for it (the canary's weight needs only the canary's pods), but the
+            # share routed to it fails: say which revision is the unhealthy one.
+            b.event(
+                "StableUnavailable",
+                f"stable revision {stable} has 0/{b.plan.replicas} ready pods: the canary goes "
+                "on without waiting for it, and the traffic routed to the stable fails",
+                warning=True,
+            )
 
     def _canary_size(self, b: Builder, weight: int) -> int:
         """Replicas of the canary while it is asked to serve ``weight``.

@@ -1,5 +1,6 @@
--- Argo CD action "pause" for a coalmine CanaryRollout: hold the rollout at its current weight,
--- whatever the step; its timers stop until a resume.
+-- Argo CD action "pause" for a coalmine CanaryRollout: hold the canary in flight at its current
+-- weight, whatever the step: nothing moves and its timers stop (a timed pause does not run out,
+-- the progress deadline does not pass) until a resume token; an abort still acts.
 --
 -- It sets the annotation coalmine.dev/pause to a token; the operator acts on each new token
 -- once (coalmine's docs/resource.md, "Control annotations"). The token is the object's

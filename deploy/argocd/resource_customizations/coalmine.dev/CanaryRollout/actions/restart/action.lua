@@ -1,5 +1,6 @@
 -- Argo CD action "restart" for a coalmine CanaryRollout: replace the stable revision's pods a few
--- at a time, never below the ready count its traffic needs.
+-- at a time (a surge of 25%), never below the ready count its traffic needs: for pods that went
+-- bad without a new template.
 --
 -- It sets the annotation coalmine.dev/restart to a token; the operator acts on each new token
 -- once (coalmine's docs/resource.md, "Control annotations"). The token is the object's

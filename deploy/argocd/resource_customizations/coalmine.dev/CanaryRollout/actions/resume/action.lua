@@ -1,5 +1,5 @@
--- Argo CD action "resume" for a coalmine CanaryRollout: undo a pause: the rollout goes on from
--- where it was held.
+-- Argo CD action "resume" for a coalmine CanaryRollout: undo a pause: the canary goes on from
+-- where it was held, its timers counting again.
 --
 -- It sets the annotation coalmine.dev/resume to a token; the operator acts on each new token
 -- once (coalmine's docs/resource.md, "Control annotations"). The token is the object's
