@@ -551,9 +551,10 @@ class Kube:
         event = {
             "apiVersion": EVENTS_V1.api_version,
             "kind": "Event",
-            # events.k8s.io checks the generated name as a whole: it cannot end in "."
+            # events.k8s.io checks the generated name as a whole: it cannot end in ".". A name
+            # given by the caller is what makes a replayed event a refused duplicate.
             "metadata": {
-                "name": f"{meta['name']}.{secrets.token_hex(8)}",
+                "name": name or f"{meta['name']}.{secrets.token_hex(8)}",
                 "namespace": meta["namespace"],
             },
             "eventTime": now,

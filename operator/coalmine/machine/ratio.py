@@ -61,15 +61,17 @@ class ReplicaRatio:
                 "exceeding it: it gets no pod at this step (use a router for small weights)",
                 warning=True,
             )
-        # Grow first, shrink second.
-        if b.available(canary) < canary_size:
-            b.scale(canary, max(canary_size, b.replicas(canary) or 0))
-            waiting_for_canary_pods(b, canary, canary_size)
-            return False
+        # Grow first, shrink second; and the stable grows before the canary: its pods only
+        # lower the canary's share, while a canary pod ready beside a stable that has not yet
+        # surged (3 replicas at 20%: 1 canary beside 3 stable, 25%) exceeds the step's weight.
         if b.available(stable) < stable_size:
             b.scale(stable, max(stable_size, b.replicas(stable) or 0))
             if not waiting_for_stable_pods(b, stable, stable_size):
                 return False
+        if b.available(canary) < canary_size:
+            b.scale(canary, max(canary_size, b.replicas(canary) or 0))
+            waiting_for_canary_pods(b, canary, canary_size)
+            return False
         b.scale(canary, canary_size)
         b.scale(stable, stable_size)
         stable_ready = min(stable_size, b.available(stable))
