@@ -249,6 +249,19 @@ def trim_to_metadata(obj: Obj) -> Obj:
     return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": kept}
 
 
+def _gone(obj: Obj) -> bool:
+    """Deleted as of this version: being deleted, nothing left to hold it (no finalizer, no
+    grace period, which pods have). The API server answers the write that releases the last
+    finalizer with the object at its last version and deletes it; no newer version follows, so
+    that answer must take the object out of the cache, not be ignored as "not newer"."""
+    meta = obj.get("metadata") or {}
+    return (
+        bool(meta.get("deletionTimestamp"))
+        and not meta.get("finalizers")
+        and not meta.get("deletionGracePeriodSeconds")
+    )
+
+
 def _version(obj: Obj) -> int | None:
     # resourceVersions are opaque by contract but etcd revisions in practice; a value that is
     # not a number is never compared (the newer write simply wins).
@@ -747,6 +760,8 @@ class Informer:
         """
         obj = self.transform(obj)
         key = self._key(obj)
+        if _gone(obj):
+            event = "DELETED"
         with self._lock:
             before = self._store.get(key)
             if event == "DELETED":

@@ -92,7 +92,8 @@ class Killer:
 
 
 class Supervisor:
-    """Starts the operator again, without the failpoint, whenever it dies by itself."""
+    """Starts the operator again, without the failpoint, whenever it dies by itself (its writes
+    go on being logged, numbered from 1 again)."""
 
     def __init__(self, operator: OperatorProcess, *, poll: float = 0.05) -> None:
         self.operator = operator
@@ -114,7 +115,6 @@ class Supervisor:
             if not self.operator.alive():
                 self.crashes += 1
                 self.operator.env.pop(FAILPOINT, None)
-                self.operator.env.pop(WRITE_LOG, None)
                 self.operator.start()
 
 

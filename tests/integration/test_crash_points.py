@@ -101,6 +101,7 @@ class Scenario:
             self.run.crashed = supervisor.crashes > 0
             self.run.writes = writes(self.log)
             self.run.problems += watcher.violations()
+            self.run.problems += written_after_release(self.run.writes)
             self._check_events(uid, expected)
             self._check_orphans()
         finally:
@@ -130,6 +131,20 @@ class Scenario:
             )
         except AssertionError as error:
             self.run.problems.append(str(error))
+
+
+def written_after_release(lines: list[str]) -> list[str]:
+    """Writes made after the rollout's finalizer was released, when it no longer exists.
+
+    The finalizer is added and released by the only PATCHes of the rollout object itself (the
+    status has its own subresource): nothing may follow the last of them.
+    """
+    released = [i for i, line in enumerate(lines) if line.endswith(f"/canaryrollouts/{NAME}")]
+    if not released:
+        return []
+    return [
+        f"written after the finalizer was released: {line}" for line in lines[released[-1] + 1 :]
+    ]
 
 
 # --- the scenarios -------------------------------------------------------------------------------

@@ -163,6 +163,29 @@ def test_our_own_writes_win_over_older_watch_events_and_echo_nothing() -> None:
     assert heard == [("ADDED", "a", "90"), ("MODIFIED", "a", "130")]
 
 
+def test_the_answer_that_releases_the_last_finalizer_removes_the_object() -> None:
+    """The API server answers the write that releases the last finalizer of an object being
+    deleted with the object at its last version, and deletes it: that answer was ignored (not
+    newer than the cache), so a reconcile queued meanwhile found the rollout still holding its
+    finalizer and finalized it again, writing to the user's HTTPRoute after the rollout was
+    gone (found by tests/integration/test_crash_points.py's write log)."""
+    deleting = obj("a", 90)
+    deleting["metadata"] |= {
+        "deletionTimestamp": "2026-12-01T12:00:00Z",
+        "deletionGracePeriodSeconds": 0,
+        "finalizers": ["coalmine.dev/finalizer"],
+    }
+    kube = ScriptedKube([listing(100, deleting)], [])
+    informer, heard = run(kube)
+    released = json.loads(json.dumps(deleting))
+    released["metadata"]["finalizers"] = []
+    informer.apply(released)  # the answer to our write: same resourceVersion, gone
+    assert informer.get("prod", "a") is None
+    assert heard[-1] == ("DELETED", "a", "90")
+    informer.apply(released)  # the watch's DELETED may come before or after: no ghost either way
+    assert informer.get("prod", "a") is None
+
+
 def test_an_object_that_stops_matching_the_selector_leaves_the_cache() -> None:
     kube = ScriptedKube([listing(100, obj("a", 90, shard="x"))], [])
     informer, heard = run(kube, label_selector="shard=x")
