@@ -246,6 +246,31 @@ def _check(rollout: Obj, state: dict[str, dict[str, Obj]], revisions: dict[str, 
     return []
 
 
+def observed_generations_go_back(changes: Iterable[Change]) -> list[str]:
+    """Statuses computed from an older spec than one the operator had already acted on.
+
+    A reconcile may finish on the object it started from while the spec changes under it (the
+    next one catches up), but once a status says it observed generation g, no later status may
+    say less: that would be a decision taken on a stale cache.
+    """
+    highest: dict[str, int] = {}
+    found = []
+    for change in changes:
+        if change.kind != r.CANARY_ROLLOUTS.plural or change.event == "DELETED":
+            continue
+        uid = str(change.obj["metadata"].get("uid"))
+        observed = (change.obj.get("status") or {}).get("observedGeneration")
+        if observed is None:
+            continue
+        if observed < highest.get(uid, 0):
+            name = change.obj["metadata"]["name"]
+            found.append(
+                f"rv {change.version}: {name} observed generation {observed} after {highest[uid]}"
+            )
+        highest[uid] = max(highest.get(uid, 0), int(observed))
+    return found
+
+
 # --- after the run -------------------------------------------------------------------------------
 
 
@@ -322,6 +347,7 @@ __all__ = [
     "Watcher",
     "allowed_weight",
     "duplicated_events",
+    "observed_generations_go_back",
     "orphans",
     "replay",
     "rollout_events",
