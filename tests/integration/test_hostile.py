@@ -10,7 +10,7 @@ condition by the operator within seconds (Ready=False naming the reason, for wha
 use), and deleted cleanly (its finalizer released) afterwards. Meanwhile a healthy rollout
 beside them goes on and is promoted at the end.
 
-``COALMINE_HOSTILE_EXAMPLES`` sets how many are generated (25 in ``make test``, 300 in
+``COALMINE_HOSTILE_EXAMPLES`` sets how many are generated (60 in ``make test``, 300 in
 ``make chaos``); hypothesis prints how to replay a failing one.
 """
 
