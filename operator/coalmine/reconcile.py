@@ -368,6 +368,11 @@ def reconcile(
         if deleting:
             return Result(0, finalized=True)  # nothing was ever routed for an invalid spec
         return _invalid(kube, obj, error, now())
+    if deleting and rollout.status.stable_revision is None:
+        # Nothing was ever decided for it (refused from the start, say by an OwnershipConflict):
+        # a stable revision is on record before anything is created or routed, so there is
+        # nothing to put back, and a check that refused it must not hold its finalizer forever.
+        return Result(0, finalized=True)
     current = _Pass(kube, obj, rollout, deleting)
     try:
         result = _converge(current, now, deleting, runner)
