@@ -153,6 +153,35 @@ def test_a_broken_watch_makes_reads_wait_until_it_works_again() -> None:
     assert recovered == [True], "what waited on the cache is told at once"
 
 
+class RecordedWaits(threading.Event):
+    """The informer's stop event, recording how long it is asked to wait; stops after ``n``."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        if len(self.waits) >= self.n:
+            self.set()
+        return self.is_set()
+
+
+def test_a_long_outage_is_retried_every_few_seconds_not_every_fifteen() -> None:
+    """Issue 9, item 8: once the API server is back, every rollout moves again within seconds.
+    The relist backoff grew to 10 s (15 with jitter), so after an outage of ten seconds or more
+    the operator's caches stayed stale up to 15 s more (24 s measured by
+    tests/integration/test_controller.py), and the rollouts waited with them."""
+    kube = ScriptedKube([], [])  # every list fails: the API server is away
+    informer = Informer(kube, r.CANARY_ROLLOUTS)
+    waits = RecordedWaits(12)
+    informer._stop = waits
+    informer._run()
+    assert len(waits.waits) == 12
+    assert max(waits.waits) <= 4.5, waits.waits
+
+
 def test_our_own_writes_win_over_older_watch_events_and_echo_nothing() -> None:
     kube = ScriptedKube([listing(100, obj("a", 90))], [])
     informer, heard = run(kube)
