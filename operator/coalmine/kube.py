@@ -618,7 +618,10 @@ def _watch_query(
 Handler = Callable[[str, Obj, Obj | None], None]
 """Called with (event type, the object as now cached, the object before) for each change."""
 
-_RELIST_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_RELIST_BACKOFF = (0.2, 0.5, 1.0, 2.0, 3.0)
+"""Seconds before listing again after a failure (plus up to half as much jitter). Capped low:
+every rollout waits for the caches, so once the API server is back they must be fresh within
+seconds (issue 9, item 8); a dozen informers asking every 3 s cost a down API server nothing."""
 _ABSENT_RECHECK_SECONDS = 30.0
 _PAGE_SIZE = 500
 
