@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from coalmine.kube import Kube
+from coalmine.resources import Resource
 from devenv.operator import OperatorProcess
 
 FAILPOINT = "COALMINE_FAILPOINT_WRITE"
@@ -116,6 +118,29 @@ class Supervisor:
                 self.crashes += 1
                 self.operator.env.pop(FAILPOINT, None)
                 self.operator.start()
+
+
+def quiet_namespaces(kube: Kube, timeout: float = 90.0) -> list[str]:
+    """Wait (best effort) until no namespace is being deleted; the ones still going, if any.
+
+    Kill the API server while a namespace is being deleted and the namespace controller may
+    finish it without the custom resources its discovery had not caught up with: they stay in
+    etcd without their namespace, and later operators serve them forever. Fault tests wait for
+    deletions under way before they take the API server down.
+    """
+    namespaces = Resource("", "v1", "namespaces", "Namespace", False)
+
+    def terminating() -> list[str]:
+        return [
+            n["metadata"]["name"]
+            for n in kube.request("GET", namespaces.path(None)).get("items") or []
+            if (n.get("status") or {}).get("phase") == "Terminating"
+        ]
+
+    deadline = time.monotonic() + timeout
+    while (left := terminating()) and time.monotonic() < deadline:
+        time.sleep(1)
+    return left
 
 
 def writes(log: Path) -> list[str]:

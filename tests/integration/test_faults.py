@@ -40,7 +40,7 @@ from devenv.operator import OperatorProcess
 from devenv.traffic import ServiceTraffic
 from devenv.waiting import wait_for
 
-from .chaos import Killer, plain_template
+from .chaos import Killer, plain_template, quiet_namespaces
 from .conftest import Cluster
 from .invariants import (
     Watcher,
@@ -128,7 +128,9 @@ class Case:
 
     def body(self, version: str) -> dict[str, Any]:
         replicas = 3 if self.router == "replicaRatio" and self.kind == "healthy" else 2
-        extra: dict[str, Any] = {}
+        # Only the never-ready canaries may run into their deadline: after an API server
+        # restart the controller manager may take a minute to make new pods.
+        extra: dict[str, Any] = {"progressDeadlineSeconds": 300}
         if self.kind == "never-ready":
             extra["progressDeadlineSeconds"] = 20
         body = manifest(
@@ -351,6 +353,7 @@ class Campaign:
             timeout=150,
         )
         with killer.paused():
+            quiet_namespaces(self.kube.raw)
             self.mark("API server outage")
             time.sleep(3)  # the operator (perhaps just restarted) has its caches again
             self.report.api_down_seconds = faults.restart(faults.API_SERVER, down_for=5)
