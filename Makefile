@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 NETNS := $(or $(COALMINE_NETNS),coalmine)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tools
 
-.PHONY: demo demo-down help venv tools crds argocd cluster cluster-down cluster-status shell kubectl lint fmt unit integration test bench bench-cluster bench-rollouts bench-scale bench-analysis bench-traffic bench-adopted-cache traefik traefik-down image image-base test-image dist kind-up kind-deploy lock clean
+.PHONY: demo demo-down help venv tools crds argocd cluster cluster-down cluster-status shell kubectl lint fmt unit integration test chaos bench bench-cluster bench-rollouts bench-scale bench-analysis bench-traffic bench-adopted-cache traefik traefik-down image image-base test-image dist kind-up kind-deploy lock clean
 
 demo: venv tools ## the whole thing on this machine: cluster, Traefik, operator, v2 promoted, v3 aborted, live
 	$(PY) -m devenv.demo
@@ -81,6 +81,10 @@ integration: venv tools test-image ## integration tests against the local cluste
 
 test: venv tools lint test-image dist ## everything CI checks: lint, unit and integration tests against the real cluster
 	$(VENV)/bin/pytest tests
+
+chaos: venv tools ## fault injection in full: a crash after every write of each scenario, more hostile rollouts
+	COALMINE_CRASH_POINTS=all COALMINE_HOSTILE_EXAMPLES=$(or $(COALMINE_HOSTILE_EXAMPLES),300) \
+		$(VENV)/bin/pytest tests/integration/test_crash_points.py tests/integration/test_hostile.py
 
 bench: bench-cluster bench-rollouts bench-analysis bench-traffic bench-adopted-cache ## every benchmark; JSON lands in bench/results/
 

@@ -339,7 +339,10 @@ class Controller:
             metrics.forget_rollout(meta.get("namespace") or "", meta["name"])
             return None
         if FINALIZER not in finalizers:
-            obj = self._set_finalizers(obj, [*finalizers, FINALIZER])
+            answer = self._set_finalizers(obj, [*finalizers, FINALIZER])
+            # Go on from the cache, which took the answer in as it takes every object: an
+            # unreadable one (nested too deep) is a stub there, the raw answer is not.
+            obj = self.kube.get(r.CANARY_ROLLOUTS, meta.get("namespace"), meta["name"]) or answer
         return reconcile(self.kube, obj, self.now, runner=self.runner).requeue_after
 
     def _set_finalizers(self, obj: Obj, finalizers: list[str]) -> Obj:

@@ -9,13 +9,16 @@ Writes are ordered so that a crash between any two of them is harmless:
 - an intent is recorded before the actions it announces: a new canary revision, an abort and a
   control token handled are written to the status before anything is created, routed or
   scaled for them, so a restart can never mistake a half-made canary for a kept revision, or
-  act on a token twice;
+  act on a token twice; likewise a new step (or promotion stage) is written before the weight
+  or the pods it gives the canary, so no canary ever has more traffic than its status says it
+  reached, even if the process dies right after;
 - otherwise the status is written once, at the end of the reconcile, with everything it
   learnt;
 - events are emitted before the status write that records their transition, under a name
-  derived from that transition (the rollout, the reason, the memory it was decided from): a
-  reconcile replayed after a crash decides the same transition again, and the API server
-  refuses the second event of that name. Each transition is announced exactly once.
+  derived from that transition (the rollout, the status the API server had when it was
+  decided, the reason, its place among the events since): a reconcile replayed after a crash
+  starts from that status, decides the same transitions again, and the API server refuses
+  the second event of each name. Each transition is announced exactly once.
 
 A reconcile runs a few passes in a row while the machine says "look again now" (after a weight
 change, whose read-back comes from the answer to the write), so a gate opening reaches a
@@ -28,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -108,6 +112,8 @@ class _Pass:
         """Events to emit, each with the name that makes it unique to its transition."""
         self.pass_events: list[tuple[m.EmitEvent, str]] = []
         """This pass's events, each with what tells it apart beyond its transition."""
+        self.named: Counter[tuple[str, str]] = Counter()
+        """Events named since the status was last written, by (reason, detail)."""
 
     def adopt(self) -> None:
         """With spec.workloadRef: read the Deployment and take its pod template as the spec's.
@@ -285,21 +291,36 @@ class _Pass:
         )
         self.writes += 1
         self.written = new
+        self.named.clear()  # later events are named after this status
         return True
 
-    def name_events(self, memory: m.Memory) -> None:
-        """Give the events of this pass names derived from the transition that caused them."""
+    def name_events(self, memory: m.Memory | None = None) -> None:
+        """Give the events of this pass names derived from the transition that caused them.
+
+        By default a name says where the transition was decided from: the status the API server
+        has (where a process restarted after a crash starts again, whatever this one decided in
+        passes it never wrote), the generation, and the event's place among the events of its
+        reason since that status. A replay decides the same transitions in the same order, so
+        it names them alike and the API server refuses the ones already recorded, even when it
+        reaches them in fewer passes (the weight it had asked for is already there) or at
+        another time. ``memory`` names them after that memory instead (a problem reported on
+        every retry: one event for as long as it lasts).
+        """
+        basis_memory = s.memory_from(self.written) if memory is None else memory
         basis = (
             self.workload.uid,
-            memory.canary,
-            memory.stable,
-            memory.step,
-            memory.step_started.isoformat() if memory.step_started else "",
-            memory.stage.value,
-            memory.phase.value,
-            sorted(memory.handled.values()),
+            self.rollout.metadata.generation,
+            basis_memory.canary,
+            basis_memory.stable,
+            basis_memory.step,
+            basis_memory.step_started.isoformat() if basis_memory.step_started else "",
+            basis_memory.stage.value,
+            basis_memory.phase.value,
+            sorted(basis_memory.handled.values()),
         )
-        for ordinal, (event, detail) in enumerate(self.pass_events):
+        for event, detail in self.pass_events:
+            ordinal = self.named[(event.reason, detail)]
+            self.named[(event.reason, detail)] += 1
             digest = hashlib.sha256(
                 json.dumps([*basis, event.reason, detail, ordinal], default=str).encode()
             ).hexdigest()[:20]
@@ -340,6 +361,15 @@ def _intent(status: CanaryRolloutStatus) -> tuple[object, ...]:
         status.abort_reason,
         status.controls,
     )
+
+
+TRAFFIC_ACTIONS = (m.SetWeight, m.ScaleRevision, m.CreateRevision)
+"""Actions that can give a canary more traffic: a weight, or pods (the replica ratio)."""
+
+
+def _position(status: CanaryRolloutStatus) -> tuple[object, ...]:
+    """Where the canary stands: the step it walks, or the stage of its promotion."""
+    return (status.current_step_index, status.stage)
 
 
 class RolloutBlocked(Exception):  # noqa: N818 - a state, reported, not an accident
@@ -383,18 +413,9 @@ def reconcile(
     Raises KubeError on API trouble, and RolloutBlocked once a problem only a person can mend is
     in the status: both are retried later, with backoff.
     """
-    unreadable = obj.get(UNREADABLE)
-    if unreadable:
-        if deleting:
-            return Result(0, finalized=True)  # nothing of it could ever be acted on
-        _blocked(kube, obj, "Unreadable", f"the object {unreadable}: nothing of it is used", now())
-        return Result(RESYNC_SECONDS)
-    try:
-        rollout = CanaryRollout.from_object(obj)
-    except SpecError as error:
-        if deleting:
-            return Result(0, finalized=True)  # nothing was ever routed for an invalid spec
-        return _invalid(kube, obj, error, now())
+    rollout = _readable(kube, obj, now, deleting)
+    if isinstance(rollout, Result):
+        return rollout
     current = _Pass(kube, obj, rollout, deleting)
     try:
         current.adopt()
@@ -419,6 +440,30 @@ def reconcile(
         current.emit_events()
         current.flush()
     return replace(result, writes=current.writes)
+
+
+def _readable(
+    kube: Kube, obj: Obj, now: Callable[[], datetime], deleting: bool
+) -> CanaryRollout | Result:
+    """The rollout to act on, or what to do with an object nothing can be decided for."""
+    unreadable = obj.get(UNREADABLE)
+    if unreadable:
+        if deleting:
+            return Result(0, finalized=True)  # nothing of it could ever be acted on
+        _blocked(kube, obj, "Unreadable", f"the object {unreadable}: nothing of it is used", now())
+        return Result(RESYNC_SECONDS)
+    try:
+        rollout = CanaryRollout.from_object(obj)
+    except SpecError as error:
+        if deleting:
+            return Result(0, finalized=True)  # nothing was ever routed for an invalid spec
+        return _invalid(kube, obj, error, now())
+    if deleting and rollout.status.stable_revision is None:
+        # Nothing was ever decided for it (refused from the start, say by an OwnershipConflict):
+        # a stable revision is on record before anything is created or routed, so there is
+        # nothing to put back, and a check that refused it must not hold its finalizer forever.
+        return Result(0, finalized=True)
+    return rollout
 
 
 def _converge(
@@ -450,7 +495,7 @@ def _converge(
             if isinstance(action, m.EmitEvent):
                 current.act(action, router_error)
         if decision.done_deleting:
-            current.name_events(memory)
+            current.name_events()
             for action in decision.mutating:
                 current.act(action, router_error)
             metrics.forget_rollout(current.workload.namespace, current.workload.name)
@@ -468,14 +513,20 @@ def _converge(
         )
         new.analysis = _runs(current.rollout, decision.memory, progress)
         intent = _intent(new) != _intent(current.written)
+        if _position(new) != _position(current.written) and any(
+            isinstance(a, TRAFFIC_ACTIONS) for a in decision.actions
+        ):
+            # What a step gives the canary (a weight, pods) is given only once the status
+            # says the canary reached that step: never more traffic than the status admits.
+            intent = True
         current.advance(new)
-        current.name_events(memory)
+        current.name_events()
         if intent:
             current.emit_events()
             current.flush()
         for action in decision.mutating:
             current.act(action, router_error)
-        current.name_events(memory)  # what the actions had to say (an image not pinned)
+        current.name_events()  # what the actions had to say (an image not pinned)
         requeue = RESYNC_SECONDS if decision.requeue_after is None else decision.requeue_after
         if progress.next_due is not None:
             requeue = min(requeue, max(0.05, (progress.next_due - at).total_seconds()))

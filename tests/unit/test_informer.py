@@ -10,6 +10,7 @@ every integration test.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -119,6 +120,35 @@ def test_a_broken_watch_makes_reads_wait_until_it_works_again() -> None:
     assert recovered == [True], "what waited on the cache is told at once"
 
 
+class RecordedWaits(threading.Event):
+    """The informer's stop event, recording how long it is asked to wait; stops after ``n``."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        if len(self.waits) >= self.n:
+            self.set()
+        return self.is_set()
+
+
+def test_a_long_outage_is_retried_every_few_seconds_not_every_fifteen() -> None:
+    """Issue 9, item 8: once the API server is back, every rollout moves again within seconds.
+    The relist backoff grew to 10 s (15 with jitter), so after an outage of ten seconds or more
+    the operator's caches stayed stale up to 15 s more (24 s measured by
+    tests/integration/test_controller.py), and the rollouts waited with them."""
+    kube = ScriptedKube([], listings=[])  # every list fails: the API server is away
+    informer = Informer(kube, r.CANARY_ROLLOUTS)
+    waits = RecordedWaits(12)
+    informer._stop = waits
+    informer._run()
+    assert len(waits.waits) == 12
+    assert max(waits.waits) <= 4.5, waits.waits
+
+
 def test_our_own_writes_win_over_older_watch_events_and_echo_nothing() -> None:
     kube = ScriptedKube([], listings=[listing(100, obj("a", 90))])
     informer, heard = run(kube)
@@ -127,6 +157,29 @@ def test_our_own_writes_win_over_older_watch_events_and_echo_nothing() -> None:
     informer.apply(obj("a", 130))  # our write's own echo
     assert (informer.get("prod", "a") or {})["metadata"]["resourceVersion"] == "130"
     assert heard == [("ADDED", "a", "90"), ("MODIFIED", "a", "130")]
+
+
+def test_the_answer_that_releases_the_last_finalizer_removes_the_object() -> None:
+    """The API server answers the write that releases the last finalizer of an object being
+    deleted with the object at its last version, and deletes it: that answer was ignored (not
+    newer than the cache), so a reconcile queued meanwhile found the rollout still holding its
+    finalizer and finalized it again, writing to the user's HTTPRoute after the rollout was
+    gone (found by tests/integration/test_crash_points.py's write log)."""
+    deleting = obj("a", 90)
+    deleting["metadata"] |= {
+        "deletionTimestamp": "2026-12-01T12:00:00Z",
+        "deletionGracePeriodSeconds": 0,
+        "finalizers": ["coalmine.dev/finalizer"],
+    }
+    kube = ScriptedKube([], listings=[listing(100, deleting)])
+    informer, heard = run(kube)
+    released = json.loads(json.dumps(deleting))
+    released["metadata"]["finalizers"] = []
+    informer.apply(released)  # the answer to our write: same resourceVersion, gone
+    assert informer.get("prod", "a") is None
+    assert heard[-1] == ("DELETED", "a", "90")
+    informer.apply(released)  # the watch's DELETED may come before or after: no ghost either way
+    assert informer.get("prod", "a") is None
 
 
 def test_an_object_that_stops_matching_the_selector_leaves_the_cache() -> None:

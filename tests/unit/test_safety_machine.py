@@ -252,3 +252,34 @@ def test_item_3_a_stable_revision_behind_a_router_never_holds_a_good_canary_back
     done = world.memory
     assert done.stable == "rev2"
     assert done.phase == Phase.HEALTHY
+
+
+def _allowed(world: World) -> int:
+    """The highest setWeight of the steps the canary has reached (100 once all are done)."""
+    steps = world.plan.steps
+    if world.memory.step >= len(steps):
+        return 100
+    weights = [s.weight for s in steps[: world.memory.step + 1] if s.kind == StepAction.SET_WEIGHT]
+    return max(weights, default=0)
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3, 4, 5, 7, 10])
+@pytest.mark.parametrize("weight", [5, 10, 20, 25, 33, 41, 50, 80])
+def test_item_2_the_stable_surges_before_the_canary_gets_a_ready_pod(
+    replicas: int, weight: int
+) -> None:
+    """3 replicas at setWeight 20 are 1 canary and 4 stable pods: the canary's pod was made
+    first, and was ready beside the 3 stable pods (25% at a 20% step) until the surge caught up.
+    Found by the fault-injection run (tests/integration/test_faults.py)."""
+    steps = (m.Step(StepAction.SET_WEIGHT, weight=weight), m.Step(StepAction.PAUSE))
+    world = World(replace(plan("rev1", weighted=False), replicas=replicas, steps=steps))
+    world.settle()
+    world.set_template("rev2")
+    for _ in range(30):
+        world.step()
+        world.pods_become_ready()
+        canary = world.deployments["rev2"].ready if "rev2" in world.deployments else 0
+        stable = world.deployments["rev1"].ready
+        assert canary * 100 <= _allowed(world) * (canary + stable), (canary, stable)
+        world.advance(1)
+    assert world.memory.phase == Phase.PAUSED, world.memory.message
