@@ -88,12 +88,12 @@ def test_item_2_zero_replicas_then_a_canary_never_stalls(rollouts: Rollouts) -> 
 # --- item 3 ----------------------------------------------------------------------------------
 
 
-def test_item_3_a_bad_stable_revision_is_named_and_a_good_canary_goes_on(
-    rollouts: Rollouts,
-) -> None:
-    """The stable revision never got ready; a good template came; the canary was aborted with a
-    message naming the stable, and Available said True with no ready endpoint."""
-    body = manifest("shop", "v1", steps=STEPS, progressDeadlineSeconds=15)
+def canary_beside_a_stable_that_never_serves(
+    rollouts: Rollouts, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Creates ``body`` with a first template that never listens, then a good one; checks that
+    Available=False and every StableUnavailable warning name the stable revision. The status
+    once the good canary paused at its first step, not aborted."""
     body["spec"]["template"] = template("v1", DEMO_ERROR_RATE="not-a-rate")  # never listens
     rollouts.create(body)
     status = rollouts.wait(
@@ -109,6 +109,16 @@ def test_item_3_a_bad_stable_revision_is_named_and_a_good_canary_goes_on(
     messages = warnings(rollouts, "shop", "StableUnavailable")
     assert messages
     assert all(stable in message for message in messages), "it names the stable revision"
+    return paused
+
+
+def test_item_3_a_bad_stable_revision_is_named_and_a_good_canary_goes_on(
+    rollouts: Rollouts,
+) -> None:
+    """The stable revision never got ready; a good template came; the canary was aborted with a
+    message naming the stable, and Available said True with no ready endpoint."""
+    body = manifest("shop", "v1", steps=STEPS, progressDeadlineSeconds=15)
+    paused = canary_beside_a_stable_that_never_serves(rollouts, body)
     rollouts.control("shop", "promote")
     rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
     wait_available(rollouts)
@@ -121,23 +131,9 @@ def test_item_3_a_bad_stable_revision_behind_a_router_does_not_hold_a_good_canar
     nothing waits for a stable that never gets ready; events and Available name the stable."""
     user_routing_object(kube, namespace, "gatewayAPI", "shop")
     body = manifest("shop", "v1", router="gatewayAPI", steps=STEPS, progressDeadlineSeconds=15)
-    body["spec"]["template"] = template("v1", DEMO_ERROR_RATE="not-a-rate")  # never listens
-    rollouts.create(body)
-    status = rollouts.wait(
-        "shop",
-        lambda s: condition(s, "Available").get("status") == "False",
-        "Available=False while the stable serves nothing",
-    )
-    stable = status["stableRevision"]
-    assert stable in condition(status, "Available")["message"]
-    rollouts.set_template("shop", "v2")
-    paused = rollouts.wait_phase("shop", "Paused", timeout=90)
-    assert "abortReason" not in paused, paused.get("abortMessage")
+    paused = canary_beside_a_stable_that_never_serves(rollouts, body)
     assert paused["confirmedWeight"] == 50
     assert condition(paused, "Available")["status"] == "False", "the stable still serves nothing"
-    messages = warnings(rollouts, "shop", "StableUnavailable")
-    assert messages
-    assert all(stable in message for message in messages), "it names the stable revision"
     rollouts.control("shop", "promote")
     rollouts.wait_phase("shop", "Healthy", stableRevision=paused["canaryRevision"])
     wait_available(rollouts)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from coalmine import machine as m
-from coalmine.api.vocabulary import Control, StepAction
+from coalmine.api.vocabulary import Control, Phase, StepAction
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -209,3 +209,11 @@ def plan(revision: str = "rev1", *, weighted: bool = True, **overrides: object) 
     )
     base = m.Plan(revision=revision, replicas=4, steps=steps, weighted=weighted)
     return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def started(weighted: bool = True, **overrides: object) -> World:
+    """A world whose first revision is stable and fully routed."""
+    world = World(plan("rev1", weighted=weighted, **overrides))
+    world.settle()
+    assert world.memory.phase == Phase.HEALTHY
+    return world

@@ -9,7 +9,6 @@ without them, it is drift that self-heal would revert.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from devenv.argocd import ArgoCD, Obj
+from devenv.argocd import ArgoCD, Obj, applied
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "argocd.md"
 
@@ -30,16 +29,6 @@ def doc_rules(kind: str) -> list[dict[str, Any]]:
         if rules:
             return rules
     raise AssertionError(f"docs/argocd.md has no ignoreDifferences for {kind}")
-
-
-def applied(obj: Obj) -> Obj:
-    """``obj`` as kubectl apply (Argo CD's default sync) leaves it: last-applied recorded."""
-    live = copy.deepcopy(obj)
-    live["metadata"]["annotations"] = {
-        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(obj)
-    }
-    live["metadata"].update(uid="0c0f", resourceVersion="41", generation=1)
-    return live
 
 
 GIT_DEPLOYMENT: Obj = {

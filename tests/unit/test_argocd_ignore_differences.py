@@ -10,13 +10,12 @@ checks the same on the objects of a real rollout.
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 import pytest
 
 from devenv import argocdgen
-from devenv.argocd import ArgoCD, Obj
+from devenv.argocd import ArgoCD, Obj, applied
 
 RULES = argocdgen.ignore_rules()
 NAMESPACE = "shop"
@@ -57,16 +56,6 @@ def weights(obj: Obj) -> list[Any]:
             for ref in rule.get("backendRefs", [])
         ]
     return [d.get("weight") for route in obj["spec"]["http"] for d in route.get("route", [])]
-
-
-def applied(obj: Obj) -> Obj:
-    """``obj`` as kubectl apply (Argo CD's default sync) leaves it: last-applied recorded."""
-    live = copy.deepcopy(obj)
-    live["metadata"]["annotations"] = {
-        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(obj)
-    }
-    live["metadata"].update(uid="0c0f", resourceVersion="41", generation=1)
-    return live
 
 
 # --- what the rules remove ----------------------------------------------------------------------

@@ -17,16 +17,9 @@ from coalmine import translate as s
 from coalmine.api.resource import CanaryRollout
 from coalmine.api.vocabulary import AnalysisVerdict, ConditionType, Phase, Stage, StepAction
 
-from .machine_world import EPOCH, World, plan
+from .machine_world import EPOCH, World, started
 
 MODES = pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "replica-ratio"])
-
-
-def started(weighted: bool = True, **overrides: object) -> World:
-    world = World(plan("rev1", weighted=weighted, **overrides))
-    world.settle()
-    assert world.memory.phase == Phase.HEALTHY
-    return world
 
 
 def run(world: World, seconds: float, *, ready: bool = True) -> None:

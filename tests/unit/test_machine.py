@@ -12,16 +12,9 @@ from coalmine import machine as m
 from coalmine.api.limits import PENDING_SCALE_DOWN_LIMIT
 from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, ScaleDown, Stage, StepAction
 
-from .machine_world import AdoptedDeployment, Deployment, World, plan
+from .machine_world import AdoptedDeployment, Deployment, World, plan, started
 
 MODES = pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "replica-ratio"])
-
-
-def started(weighted: bool = True, **overrides: object) -> World:
-    world = World(plan("rev1", weighted=weighted, **overrides))
-    world.settle()
-    assert world.memory.phase == Phase.HEALTHY
-    return world
 
 
 @MODES

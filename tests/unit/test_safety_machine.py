@@ -14,13 +14,16 @@ from hypothesis import strategies as st
 from coalmine import machine as m
 from coalmine.api.vocabulary import Phase, StepAction
 
-from .machine_world import Deployment, World, plan
+from .machine_world import Deployment, World, plan, started
 
 
-def started(weighted: bool = True, **overrides: object) -> World:
-    world = World(plan("rev1", weighted=weighted, **overrides))
+def canary_by_ratio(*, replicas: int, weight: int) -> World:
+    """A replica-ratio rollout of ``replicas`` with one step at ``weight``, its canary just
+    templated: nothing of it is scaled yet."""
+    steps = (m.Step(StepAction.SET_WEIGHT, weight=weight), m.Step(StepAction.PAUSE))
+    world = World(replace(plan("rev1", weighted=False), replicas=replicas, steps=steps))
     world.settle()
-    assert world.memory.phase == Phase.HEALTHY
+    world.set_template("rev2")
     return world
 
 
@@ -94,15 +97,7 @@ def test_item_2_the_real_share_never_exceeds_the_weight(weight: int, replicas: i
 
 
 def test_item_2_one_replica_at_half_weight_surges_instead_of_giving_all_to_the_canary() -> None:
-    world = World(
-        replace(
-            plan("rev1", weighted=False),
-            replicas=1,
-            steps=(m.Step(StepAction.SET_WEIGHT, weight=50), m.Step(StepAction.PAUSE)),
-        )
-    )
-    world.settle()
-    world.set_template("rev2")
+    world = canary_by_ratio(replicas=1, weight=50)
     world.settle()
     assert world.memory.phase == Phase.PAUSED
     assert world.deployments["rev1"].ready == 1, "the stable keeps its pod"
@@ -127,18 +122,28 @@ def test_item_2_zero_replicas_never_asks_for_a_negative_size() -> None:
 # --- item 3: a bad stable revision is named, and does not block a good canary --------------------
 
 
-def test_item_3_a_stable_revision_that_never_gets_ready_does_not_abort_a_good_canary() -> None:
-    world = World(plan("rev1", weighted=False))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_item_3_a_stable_revision_that_never_gets_ready_does_not_hold_a_good_canary_back(
+    weighted: bool,
+) -> None:
+    """A StableUnavailable event names the stable revision; the canary is not aborted for it,
+    and is promoted, behind a router or by replica ratio."""
+    world = World(plan("rev1", weighted=weighted))
     world.broken_revisions.add("rev1")
     world.run(5)  # the stable never gets ready: nothing settles
     world.set_template("rev2")
-    world.settle(rounds=80)
+    world.run(80)
     assert not world.memory.aborted, world.memory.abort_message
     assert world.memory.canary == "rev2"
     assert world.memory.phase == Phase.PAUSED
     messages = [e.message for e in world.events if e.reason == "StableUnavailable"]
     assert messages
     assert all("rev1" in message for message in messages), "it names the stable revision"
+    world.control("promote", "p1")
+    world.run(80)
+    done = world.memory
+    assert done.stable == "rev2"
+    assert done.phase == Phase.HEALTHY
 
 
 def test_item_3_a_canary_that_never_gets_ready_is_named_when_aborted() -> None:
@@ -213,15 +218,7 @@ def test_min_ready_seconds_delays_traffic_until_pods_are_available() -> None:
 def test_item_2_a_surged_stable_is_ready_before_the_canary_takes_its_share() -> None:
     """Found by the random histories: 6 replicas at setWeight 8 need 1 canary pod beside 12
     stable ones; the canary grew first, and while the stable surged it had 1 of 7 (14%)."""
-    world = World(
-        replace(
-            plan("rev1", weighted=False),
-            replicas=6,
-            steps=(m.Step(StepAction.SET_WEIGHT, weight=8), m.Step(StepAction.PAUSE)),
-        )
-    )
-    world.settle()
-    world.set_template("rev2")
+    world = canary_by_ratio(replicas=6, weight=8)
     for _ in range(30):
         world.step()
         world.pods_become_ready()
@@ -231,27 +228,6 @@ def test_item_2_a_surged_stable_is_ready_before_the_canary_takes_its_share() -> 
         world.advance(1)
     assert world.memory.phase == Phase.PAUSED
     assert (world.deployments["rev2"].ready, world.deployments["rev1"].ready) == (1, 12)
-
-
-def test_item_3_a_stable_revision_behind_a_router_never_holds_a_good_canary_back() -> None:
-    """The weighted case of item 3: the canary's weight needs only its own pods, so nothing
-    waits for the stable; a StableUnavailable event names it, and the canary is promoted."""
-    world = World(plan("rev1", weighted=True))
-    world.broken_revisions.add("rev1")
-    world.run(5)  # the stable never gets ready: nothing settles
-    world.set_template("rev2")
-    world.run(80)
-    assert not world.memory.aborted, world.memory.abort_message
-    assert world.memory.canary == "rev2"
-    assert world.memory.phase == Phase.PAUSED
-    messages = [e.message for e in world.events if e.reason == "StableUnavailable"]
-    assert messages
-    assert all("rev1" in message for message in messages), "it names the stable revision"
-    world.control("promote", "p1")
-    world.run(80)
-    done = world.memory
-    assert done.stable == "rev2"
-    assert done.phase == Phase.HEALTHY
 
 
 def _allowed(world: World) -> int:
@@ -271,10 +247,7 @@ def test_item_2_the_stable_surges_before_the_canary_gets_a_ready_pod(
     """3 replicas at setWeight 20 are 1 canary and 4 stable pods: the canary's pod was made
     first, and was ready beside the 3 stable pods (25% at a 20% step) until the surge caught up.
     Found by the fault-injection run (tests/integration/test_faults.py)."""
-    steps = (m.Step(StepAction.SET_WEIGHT, weight=weight), m.Step(StepAction.PAUSE))
-    world = World(replace(plan("rev1", weighted=False), replicas=replicas, steps=steps))
-    world.settle()
-    world.set_template("rev2")
+    world = canary_by_ratio(replicas=replicas, weight=weight)
     for _ in range(30):
         world.step()
         world.pods_become_ready()

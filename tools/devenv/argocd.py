@@ -9,6 +9,7 @@ links; this module starts it once (``coalmine-argocd serve``) and speaks its lin
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import threading
@@ -28,6 +29,16 @@ IGNORE_DIFFERENCES = ARGOCD_DIR / "ignore-differences.yaml"
 UPSTREAM_CUSTOMIZATIONS = paths.SHARE_DIR / "argocd-resource-customizations"
 
 Obj = dict[str, Any]
+
+
+def applied(obj: Obj) -> Obj:
+    """``obj`` as kubectl apply (Argo CD's default sync) leaves it: last-applied recorded."""
+    live = copy.deepcopy(obj)
+    live["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(obj)
+    }
+    live["metadata"].update(uid="0c0f", resourceVersion="41", generation=1)
+    return live
 
 
 class HarnessError(RuntimeError):
