@@ -22,7 +22,7 @@ from typing import Any
 from bench import Tracker, start, write_result
 from coalmine import kube as k
 from coalmine.kube import Kube
-from devenv.manifests import canary_rollout, http_route
+from devenv.manifests import canary_rollout, http_route, plain_template
 from devenv.namespaces import delete_namespace
 from devenv.waiting import wait_for
 
@@ -42,12 +42,13 @@ ROUNDS = ((1, 30, 3), (3, 60, 5))
 
 def rollout(name: str, version: str) -> dict[str, Any]:
     # No demo app: KWOK alone makes these pods Ready, with no process to run per pod.
-    template = {
-        "metadata": {"labels": {"app": name}},
-        "spec": {"containers": [{"name": "app", "image": f"registry.example/bench:{version}"}]},
-    }
     return canary_rollout(
-        name, template, steps=STEPS, replicas=2, router="gatewayAPI", scaleDownDelaySeconds=5
+        name,
+        plain_template(version, app=name),
+        steps=STEPS,
+        replicas=2,
+        router="gatewayAPI",
+        scaleDownDelaySeconds=5,
     )
 
 

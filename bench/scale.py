@@ -29,8 +29,8 @@ from bench import RESULTS, Tracker, start, write_result
 from coalmine import resources as r
 from coalmine.kube import Kube
 from devenv import paths
-from devenv.manifests import http_route
-from devenv.namespaces import recreate_namespace
+from devenv.manifests import canary_rollout, http_route, plain_template
+from devenv.namespaces import delete_namespace, recreate_namespace
 from devenv.operator import OperatorProcess
 from devenv.waiting import wait_for
 
@@ -56,28 +56,16 @@ Status = dict[str, Any]
 
 
 def rollout(name: str, version: int, *, gateway: bool) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "replicas": 1,
-        "template": {
-            "metadata": {"labels": {"app": name}},
-            "spec": {
-                "containers": [{"name": "app", "image": f"registry.example/bench:v{version}"}]
-            },
-        },
-        "service": {"name": name, "port": 80, "targetPort": 8080},
-        "imagePolicy": "Allow",
-        "steps": GATEWAY_STEPS if gateway else RATIO_STEPS,
-        "scaleDownDelaySeconds": 5,
-        "abortScaleDownDelaySeconds": 0,
-    }
-    if gateway:
-        spec["trafficRouting"] = {"gatewayAPI": {"httpRoute": name}}
-    return {
-        "apiVersion": "coalmine.dev/v1alpha1",
-        "kind": "CanaryRollout",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    """One replica of pods that run nothing; Gateway API or replica ratio."""
+    return canary_rollout(
+        name,
+        plain_template(f"v{version}", app=name),
+        steps=GATEWAY_STEPS if gateway else RATIO_STEPS,
+        replicas=1,
+        router="gatewayAPI" if gateway else "replicaRatio",
+        scaleDownDelaySeconds=5,
+        abortScaleDownDelaySeconds=0,
+    )
 
 
 class Operator:
@@ -330,7 +318,7 @@ def main() -> int:
     finally:
         # Deleted while the operator still runs, so it releases the rollouts' finalizers.
         for namespace in (RATIO_NAMESPACE, GATEWAY_NAMESPACE):
-            kube.delete(NAMESPACES, None, namespace)
+            delete_namespace(api, namespace)
         wait_for(
             lambda: [
                 n for n in (RATIO_NAMESPACE, GATEWAY_NAMESPACE) if kube.fetch(NAMESPACES, None, n)

@@ -339,9 +339,16 @@ _ANALYSIS_STATUS = {
 
 
 def _analysis_condition(status: CanaryRolloutStatus, memory: m.Memory, put: Put) -> None:
-    """The latest analysis run of the current canary, when it has one."""
+    """The latest analysis run of the current canary, when it has one.
+
+    A new canary with no run yet has no Analysis condition: the verdict of the canary before
+    it is not its own. With no canary, the last verdict stays, about the revision it judged."""
     runs = [run for run in status.analysis or [] if run.revision == memory.canary]
     if not runs:
+        if memory.canary is not None:
+            status.conditions = [
+                c for c in status.conditions if c.type is not ConditionType.ANALYSIS
+            ]
         return
     latest = max(runs, key=lambda run: run.started_at)
     verdict = AnalysisVerdict(latest.verdict)

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from coalmine.kube import Kube
 from coalmine.resources import Resource
@@ -22,12 +21,6 @@ from devenv.operator import OperatorProcess
 
 FAILPOINT = "COALMINE_FAILPOINT_WRITE"
 WRITE_LOG = "COALMINE_WRITE_LOG"
-
-
-def plain_template(version: str, *, app: str = "shop") -> dict[str, Any]:
-    """Pods that run nothing (KWOK makes them Ready): rollouts that cost no process."""
-    container = {"name": "app", "image": f"registry.example/{app}:{version}"}
-    return {"metadata": {"labels": {"app": app}}, "spec": {"containers": [container]}}
 
 
 class Killer:

@@ -12,7 +12,7 @@ import pytest
 from coalmine import kube as k
 from coalmine.api.resource import API_VERSION, GROUP, KIND, PLURAL
 from devenv import cluster
-from devenv.manifests import deployment
+from devenv.manifests import deployment, plain_template
 from devenv.usage import CpuLoad
 from devenv.waiting import wait_for
 
@@ -134,12 +134,7 @@ def rollout_autoscaler(name: str, max_replicas: int) -> dict[str, Any]:
 
 def cpu_template(version: str) -> dict[str, Any]:
     """Pods KWOK makes ready at once, with the CPU request utilization is measured against."""
-    container = {
-        "name": "app",
-        "image": f"registry.example/shop:{version}",
-        "resources": {"requests": {"cpu": f"{REQUEST_MILLICORES}m"}},
-    }
-    return {"metadata": {"labels": {"app": "shop"}}, "spec": {"containers": [container]}}
+    return plain_template(version, resources={"requests": {"cpu": f"{REQUEST_MILLICORES}m"}})
 
 
 @pytest.mark.usefixtures("operator")

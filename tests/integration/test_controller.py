@@ -27,10 +27,11 @@ import pytest
 from coalmine import resources as r
 from coalmine.kube import Kube
 from devenv import faults, paths
+from devenv.manifests import plain_template
 from devenv.operator import OperatorProcess
 from devenv.waiting import wait_for
 
-from .chaos import plain_template, quiet_namespaces
+from .chaos import quiet_namespaces
 from .conftest import Cluster
 from .invariants import Watcher, observed_generations_go_back
 from .rollouts import Rollouts, manifest, user_routing_object

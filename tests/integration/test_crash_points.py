@@ -46,13 +46,13 @@ import pytest
 
 from coalmine.kube import Kube
 from devenv import paths
-from devenv.manifests import error_rate_metric, min_sample
+from devenv.manifests import error_rate_metric, min_sample, plain_template
 from devenv.namespaces import delete_namespace, recreate_namespace
 from devenv.operator import OperatorProcess
 from devenv.traffic import ServiceTraffic
 from devenv.waiting import wait_for
 
-from .chaos import FAILPOINT, WRITE_LOG, Supervisor, plain_template, writes
+from .chaos import FAILPOINT, WRITE_LOG, Supervisor, writes
 from .conftest import Cluster
 from .invariants import Watcher, duplicated_events, orphans, rollout_events, step_numbers
 from .rollouts import Rollouts, manifest, template, user_routing_object

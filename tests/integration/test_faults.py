@@ -34,13 +34,13 @@ import pytest
 
 from coalmine.kube import Kube, KubeError
 from devenv import faults, paths
-from devenv.manifests import error_rate_metric, min_sample
+from devenv.manifests import error_rate_metric, min_sample, plain_template
 from devenv.namespaces import delete_namespace, recreate_namespace
 from devenv.operator import OperatorProcess
 from devenv.traffic import ServiceTraffic
 from devenv.waiting import wait_for
 
-from .chaos import Killer, plain_template, quiet_namespaces
+from .chaos import Killer, quiet_namespaces
 from .conftest import Cluster
 from .invariants import (
     Watcher,

@@ -33,10 +33,10 @@ from hypothesis import strategies as st
 
 from coalmine import resources as r
 from devenv import paths
+from devenv.manifests import plain_template
 from devenv.operator import OperatorProcess
 from devenv.waiting import wait_for
 
-from .chaos import plain_template
 from .conftest import Cluster
 from .rollouts import Rollouts, manifest
 

@@ -68,9 +68,6 @@ AVAILABLE_TIMEOUT_S = 120
 #: the standby resumes and reconciles: this bounds the whole takeover.
 TAKEOVER_TIMEOUT_S = 60
 
-#: The operator may not read Pods (no RBAC rule); the tests, as the administrator, do.
-PODS = r.Resource("", "v1", "pods", "Pod")
-
 
 @dataclass(frozen=True)
 class Install:
@@ -236,7 +233,7 @@ def installed(
 
 def _operator_pods(kube: Cluster) -> dict[str, dict[str, Any]]:
     """The operator's pods that are not being deleted, by name (plain dicts, as served)."""
-    pods = kube.raw.list(PODS, SYSTEM_NAMESPACE, label_selector="app.kubernetes.io/name=coalmine")
+    pods = kube.raw.list(r.PODS, SYSTEM_NAMESPACE, label_selector="app.kubernetes.io/name=coalmine")
     return {p["metadata"]["name"]: p for p in pods if not p["metadata"].get("deletionTimestamp")}
 
 

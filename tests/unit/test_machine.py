@@ -572,3 +572,35 @@ def test_random_histories_keep_the_safety_rules(
     if world.memory.phase == Phase.HEALTHY:
         assert world.deployments[world.memory.stable].replicas == world.plan.replicas
         assert world.observe().weight == 0
+
+
+def test_an_aborted_canary_with_no_abort_delay_is_scaled_down_once_traffic_left() -> None:
+    """abortScaleDownDelaySeconds: 0 scales the aborted canary down as soon as the router
+    confirms its weight is 0, with no time passing."""
+    world = started(abort_scale_down_delay_seconds=0)
+    world.set_template("rev2")
+    world.settle()
+    world.control("abort", "a1")
+    aborting = world.step()
+    assert m.SetWeight(0) in aborting.actions
+    assert m.ScaleRevision("rev2", 0) not in aborting.actions, "traffic leaves first"
+    assert m.ScaleRevision("rev2", 0) in world.step().actions
+    assert world.deployments["rev2"].replicas == 0
+
+
+@MODES
+def test_a_deleted_revision_that_is_not_the_specs_is_named_not_recreated(weighted: bool) -> None:
+    """Its template is gone with it: a RevisionGone problem names it, nothing is created for
+    it, and the canary is not promoted meanwhile."""
+    world = started(weighted)
+    world.set_template("rev2")
+    world.settle()
+    del world.deployments["rev1"]  # someone deleted the stable revision's Deployment
+    world.control("abort", "a1")
+    decision = world.step()
+    assert decision.problem is not None
+    assert decision.problem.reason == "RevisionGone"
+    assert "rev1" in decision.problem.message
+    assert not any(isinstance(a, m.CreateRevision) for a in decision.actions)
+    assert "RevisionGone" in world.reasons()
+    assert world.memory.stable == "rev1"

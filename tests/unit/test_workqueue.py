@@ -146,3 +146,15 @@ def test_random_use_never_hands_out_a_key_twice_at_once_nor_loses_one(
         drained.add(got)
         queue.done(got)
     assert wanted <= drained, "every key added after its last hand-out is processed again"
+
+
+def test_discard_forgets_a_gone_keys_backoff_and_booked_retry() -> None:
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    queue.retry("a")
+    queue.retry("a")
+    queue.discard("a")
+    assert queue.failures("a") == 0
+    clock.now += 1000
+    assert queue.get(timeout=0) is None, "the booked retry of a gone object does not run"
+    assert queue.retry("a") == queue.base_delay, "a new object of that name starts afresh"

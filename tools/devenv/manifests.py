@@ -23,6 +23,15 @@ def demo_template(version: str, *, app: str = "shop", **env: str) -> dict[str, A
     return {"metadata": {"labels": {"app": app}}, "spec": {"containers": [container]}}
 
 
+def plain_template(version: str, *, app: str = "shop", **container: Any) -> dict[str, Any]:
+    """Pods that run nothing (KWOK makes them Ready): rollouts that cost no process.
+
+    ``container`` adds fields to the container (resources, ...).
+    """
+    image = {"name": "app", "image": f"registry.example/{app}:{version}", **container}
+    return {"metadata": {"labels": {"app": app}}, "spec": {"containers": [image]}}
+
+
 def deployment(
     name: str, image: str, replicas: int, *, cpu_request: str | None = None
 ) -> dict[str, Any]:

@@ -15,6 +15,12 @@ MAX_WEIGHT = 100
 MAX_STEPS = 100
 MAX_REVISION_HISTORY_LIMIT = 50
 HISTORY_LIMIT = 10
+
+# --- defaults of the spec, which the machine's plan shares ---------------------------------
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
+DEFAULT_SCALE_DOWN_DELAY_SECONDS = 30
+DEFAULT_REVISION_HISTORY_LIMIT = 3
+
 MEASUREMENTS_LIMIT = 10
 """Measurements of one analysis metric kept in the status (its counters cover the rest)."""
 PENDING_SCALE_DOWN_LIMIT = 10

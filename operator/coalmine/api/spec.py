@@ -18,6 +18,9 @@ from pydantic import (
 from coalmine.api.durations import parse_duration
 from coalmine.api.errors import field_problem
 from coalmine.api.limits import (
+    DEFAULT_PROGRESS_DEADLINE_SECONDS,
+    DEFAULT_REVISION_HISTORY_LIMIT,
+    DEFAULT_SCALE_DOWN_DELAY_SECONDS,
     DNS1035_LABEL_PATTERN,
     DNS1123_SUBDOMAIN_PATTERN,
     DURATION_MAX_LENGTH,
@@ -243,20 +246,28 @@ class CanaryRolloutSpec(SpecModel):
     min_ready_seconds: Integer = Field(default=0, ge=0, le=INT32_MAX)
     """Seconds a new pod must be ready, without crashing, before it counts as available."""
 
-    progress_deadline_seconds: Integer = Field(default=600, ge=1, le=INT32_MAX)
+    progress_deadline_seconds: Integer = Field(
+        default=DEFAULT_PROGRESS_DEADLINE_SECONDS, ge=1, le=INT32_MAX
+    )
     """Seconds a step may wait for its pods to become available before the canary is aborted
     (reason ProgressDeadlineExceeded). Must be more than minReadySeconds."""
 
-    scale_down_delay_seconds: Integer = Field(default=30, ge=0, le=INT32_MAX)
+    scale_down_delay_seconds: Integer = Field(
+        default=DEFAULT_SCALE_DOWN_DELAY_SECONDS, ge=0, le=INT32_MAX
+    )
     """Seconds a revision keeps its pods after it stops receiving traffic, so in-flight
     requests finish and routers that cache endpoints catch up."""
 
-    abort_scale_down_delay_seconds: Integer = Field(default=30, ge=0, le=INT32_MAX)
+    abort_scale_down_delay_seconds: Integer = Field(
+        default=DEFAULT_SCALE_DOWN_DELAY_SECONDS, ge=0, le=INT32_MAX
+    )
     """Seconds an aborted canary keeps its pods after traffic has left it, so the requests it
     was serving finish (0: scaled down at once). With the ratio of replicas traffic leaves a
     canary only as its pods go, so there it is scaled down at once."""
 
-    revision_history_limit: Integer = Field(default=3, ge=0, le=MAX_REVISION_HISTORY_LIMIT)
+    revision_history_limit: Integer = Field(
+        default=DEFAULT_REVISION_HISTORY_LIMIT, ge=0, le=MAX_REVISION_HISTORY_LIMIT
+    )
     """Old revisions whose Deployments are kept, scaled to zero (0-50). Going back to a kept
     revision is a fast rollback: it skips the steps."""
 

@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from coalmine.api.limits import PENDING_SCALE_DOWN_LIMIT
+from coalmine.api.limits import (
+    DEFAULT_PROGRESS_DEADLINE_SECONDS,
+    DEFAULT_REVISION_HISTORY_LIMIT,
+    DEFAULT_SCALE_DOWN_DELAY_SECONDS,
+    PENDING_SCALE_DOWN_LIMIT,
+)
 from coalmine.api.vocabulary import AnalysisVerdict, Control, Phase, ScaleDown, Stage, StepAction
 
 WAIT = 5.0
@@ -55,10 +60,10 @@ class Plan:
     weighted: bool
     """True when a router applies weights (Gateway API, NGINX, Istio, SMI); False: replica ratio."""
     generation: int = 1
-    progress_deadline_seconds: float = 600
-    scale_down_delay_seconds: float = 30
-    abort_scale_down_delay_seconds: float = 30
-    revision_history_limit: int = 3
+    progress_deadline_seconds: float = DEFAULT_PROGRESS_DEADLINE_SECONDS
+    scale_down_delay_seconds: float = DEFAULT_SCALE_DOWN_DELAY_SECONDS
+    abort_scale_down_delay_seconds: float = DEFAULT_SCALE_DOWN_DELAY_SECONDS
+    revision_history_limit: int = DEFAULT_REVISION_HISTORY_LIMIT
     deleting: bool = False
     restore_stable_on_delete: bool = True
     steps_hash: str = ""
