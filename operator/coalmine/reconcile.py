@@ -141,6 +141,39 @@ class _Pass:
             update={"spec": spec.with_template(self.adopted.template)}
         )
 
+    def check_routing_unshared(self) -> None:
+        """Refuse a routing object that an older rollout already routes through.
+
+        Two rollouts weighting backends of one route would each set weights that the other's
+        share depends on: the older one keeps it, the newcomer gets an OwnershipConflict (read
+        from the cache, nothing written to the route).
+        """
+        routing = self.rollout.spec.routing
+        mine = routing.references(self.workload.namespace)
+        if self.deleting or not mine:
+            return
+        resource, where, name = mine[0]
+        # A route in another namespace may be named from any namespace its grant allows.
+        scope = where if where == self.workload.namespace else None
+        for other in self.kube.list(r.CANARY_ROLLOUTS, scope):
+            meta = other.get("metadata") or {}
+            if meta.get("deletionTimestamp") or not _older(other, self.obj):
+                continue
+            block = ((other.get("spec") or {}).get("trafficRouting") or {}).get(routing.key)
+            if not isinstance(block, dict) or name not in block.values():
+                continue
+            try:
+                theirs = type(routing).model_validate(block)
+            except ValueError:
+                continue  # an invalid spec routes nothing; its own status says so
+            if mine[0] in theirs.references(str(meta.get("namespace"))):
+                raise w.OwnershipError(
+                    resource.kind,
+                    f"{where}/{name}",
+                    f"spec.trafficRouting.{routing.key}",
+                    f"{meta.get('namespace')}/{meta.get('name')}",
+                )
+
     def analysis_problem(self) -> SpecError | None:
         """Templates, CEL and queries are checked before any traffic moves."""
         rollout = self.rollout
@@ -419,6 +452,7 @@ def reconcile(
     current = _Pass(kube, obj, rollout, deleting)
     try:
         current.adopt()
+        current.check_routing_unshared()
         invalid = current.analysis_problem()
         if invalid is not None:
             return _invalid(kube, obj, invalid, now())
@@ -464,6 +498,20 @@ def _readable(
         # nothing to put back, and a check that refused it must not hold its finalizer forever.
         return Result(0, finalized=True)
     return rollout
+
+
+def _older(obj: Obj, than: Obj) -> bool:
+    """Whether ``obj`` was created before ``than`` (by name when created in the same second)."""
+
+    def age(o: Obj) -> tuple[str, str, str]:
+        meta = o.get("metadata") or {}
+        return (
+            str(meta.get("creationTimestamp") or ""),
+            str(meta.get("namespace") or ""),
+            str(meta.get("name") or ""),
+        )
+
+    return age(obj) < age(than)
 
 
 def _converge(

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from coalmine import resources as r
+from coalmine.api.resource import CanaryRollout
 from devenv import paths
-from devenv.manifests import traffic_routing
+from devenv.manifests import deployment, traffic_routing
 
 from .conftest import Cluster
 from .rollouts import ROUTERS, Rollouts, manifest, template, user_routing_object
@@ -255,6 +256,34 @@ def test_item_5_a_service_another_rollout_manages_is_refused_on_the_newcomer(
     rollouts.wait_phase("first", "Paused")  # the owner is not disturbed
 
 
+def test_item_5_a_route_another_rollout_routes_through_is_refused_on_the_newcomer(
+    kube: Cluster, namespace: str, rollouts: Rollouts
+) -> None:
+    """Two rollouts weighting backends of one HTTPRoute would each set weights the other's
+    share depends on: the older keeps the route, the newcomer is refused and writes nothing."""
+    user_routing_object(kube, namespace, "gatewayAPI", "shop")
+    rollouts.create(manifest("shop", "v1", router="gatewayAPI", steps=STEPS))
+    rollouts.wait_phase("shop", "Healthy")
+    # The user lists the second rollout's Services in the same rule: weights set by either
+    # would change the other's share of the rule's traffic.
+    route = kube.raw.get(r.HTTP_ROUTES, namespace, "shop") or {}
+    for ref in list(route["spec"]["rules"][0]["backendRefs"]):
+        route["spec"]["rules"][0]["backendRefs"].append(
+            {**ref, "name": ref["name"].replace("shop-", "second-"), "weight": 0}
+        )
+    before = kube.raw.patch(r.HTTP_ROUTES, namespace, "shop", {"spec": route["spec"]})
+    second = manifest("second", "v1", router="gatewayAPI", steps=STEPS)
+    second["spec"]["trafficRouting"] = traffic_routing("gatewayAPI", "shop")
+    rollouts.create(second)
+    refused = blocked(rollouts, "second", "OwnershipConflict")
+    assert f"HTTPRoute {namespace}/shop" in refused["message"]
+    assert f"CanaryRollout {namespace}/shop" in refused["message"]
+    after = kube.raw.get(r.HTTP_ROUTES, namespace, "shop") or {}
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    rollouts.set_template("shop", "v2")
+    rollouts.wait_phase("shop", "Paused")  # the owner is not disturbed
+
+
 # --- item 6 ----------------------------------------------------------------------------------
 
 HOSTILE: dict[str, tuple[dict[str, Any], str, str]] = {
@@ -364,6 +393,27 @@ def test_item_6_a_service_not_owned_by_coalmine_is_refused(
     assert "not managed by coalmine" in refused["message"]
     service = kube.raw.get(r.SERVICES, namespace, "shop") or {}
     assert service["spec"]["selector"] == {"app": "elsewhere"}, "never taken over"
+
+
+def test_item_6_a_deployment_not_owned_by_coalmine_under_a_revisions_name_is_refused(
+    kube: Cluster, namespace: str, rollouts: Rollouts
+) -> None:
+    """Someone else's Deployment named like the next revision's: never taken over."""
+    rollouts.create(manifest("shop", "v1", steps=STEPS))
+    rollouts.wait_phase("shop", "Healthy")
+    v2 = manifest("shop", "v2", steps=STEPS)
+    revision = CanaryRollout.from_object(v2).spec.revision
+    foreign = deployment(f"shop-{revision}", "registry.example/foreign:1", 1)
+    kube.raw.create(r.DEPLOYMENTS, namespace, foreign)
+    rollouts.set_template("shop", "v2")
+    refused = blocked(rollouts, "shop", "OwnershipConflict")
+    assert f"Deployment shop-{revision}" in refused["message"]
+    assert "not managed by coalmine" in refused["message"]
+    kept = kube.raw.get(r.DEPLOYMENTS, namespace, f"shop-{revision}") or {}
+    assert (
+        kept["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/foreign:1"
+    )
+    assert rollouts.status("shop")["stableRevision"] != revision
 
 
 def test_item_6_an_ingress_rule_that_already_has_a_canary_is_refused(
