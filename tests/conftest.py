@@ -20,9 +20,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
     # A test that kills or freezes the control plane leaves clients of the cluster that are not
     # ours (the controller-manager's informers, Traefik's) minutes behind, until their watches
-    # time out: the tests that send real traffic must not run in that shadow. A stable sort
+    # time out: the tests that send real traffic must not run in that shadow. The heaviest
+    # (`disruptive(rank=1)`: etcd killed, the API server frozen) go last of all. A stable sort
     # keeps every other order as collected.
-    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+    items.sort(key=_disruption)
+
+
+def _disruption(item: pytest.Item) -> tuple[bool, int]:
+    marker = item.get_closest_marker("disruptive")
+    return (marker is not None, int(marker.kwargs.get("rank", 0)) if marker else 0)
 
 
 @pytest.fixture(scope="session")

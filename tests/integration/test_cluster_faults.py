@@ -19,7 +19,7 @@ from devenv.waiting import wait_for
 
 from .conftest import Cluster
 
-pytestmark = pytest.mark.disruptive
+pytestmark = pytest.mark.disruptive(rank=1)  # etcd and the API server themselves
 
 # KWOK alone makes the first Ready; the pod runner starts a process and marks the second Ready.
 WORKLOADS = {"plain": "registry.example/plain:1", "demo": "coalmine.dev/demo-app:v1"}

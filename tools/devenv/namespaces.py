@@ -53,7 +53,8 @@ def recreate_namespace(
     )
     wait_for(
         lambda: core.read_namespaced_service_account("default", name),
-        timeout=30,
+        # Long: after the API server restarts, the controller manager may lag a minute or more.
+        timeout=timeout,
         message=f"the default ServiceAccount of namespace {name}",
     )
 
