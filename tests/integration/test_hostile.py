@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 import yaml
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
@@ -43,6 +44,8 @@ from .rollouts import Rollouts, manifest
 pytestmark = [pytest.mark.usefixtures("operator"), pytest.mark.timeout(900)]
 
 EXAMPLES = int(os.environ.get("COALMINE_HOSTILE_EXAMPLES") or 60)
+API_SERVER_BODY_LIMIT = 3 * 1024 * 1024
+"""The largest request body the API server reads (its MaxRequestBodyBytes)."""
 SETTLE_SECONDS = 20.0
 """An accepted rollout has a phase or a condition within this long, however hostile."""
 
@@ -277,13 +280,22 @@ def post(kube: Cluster, namespace: str, document: str) -> tuple[int, str]:
     """POST bytes as they are (no client of ours has to build a 5,000-level object)."""
     api = kube.api
     url = f"{api.configuration.host}{r.CANARY_ROLLOUTS.path(namespace)}"
-    response = api.rest_client.pool_manager.request(
-        "POST",
-        url,
-        body=document.encode(),
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-        timeout=30,
-    )
+    payload = document.encode()
+    try:
+        response = api.rest_client.pool_manager.request(
+            "POST",
+            url,
+            body=payload,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            timeout=30,
+            retries=False,
+        )
+    except urllib3.exceptions.HTTPError:
+        if len(payload) <= API_SERVER_BODY_LIMIT:
+            raise
+        # The API server answers 413 as soon as the body passes its limit and closes the
+        # connection, often before the client has sent it all and could read that answer.
+        return 413, f"request entity too large: {len(payload)} bytes, the connection was closed"
     body = response.data.decode(errors="replace")
     if response.status < 400:
         return response.status, body[:300]  # the object itself: it may nest 5,000 levels
