@@ -57,7 +57,8 @@ def background(*args: str, output: Path) -> Iterator[subprocess.Popen[str]]:
             stdout=out,
             stderr=subprocess.PIPE,
             text=True,
-            env=cli_env(paths.KUBECONFIG),
+            # SIGABRT then prints every thread's stack: what a CLI that does not end waits on.
+            env={**cli_env(paths.KUBECONFIG), "PYTHONFAULTHANDLER": "1"},
             cwd=paths.REPO_ROOT,
         )
         try:
@@ -68,6 +69,17 @@ def background(*args: str, output: Path) -> Iterator[subprocess.Popen[str]]:
             process.wait(10)
             if process.stderr is not None:
                 process.stderr.close()
+
+
+def ended(process: subprocess.Popen[str], timeout: float) -> int:
+    """The exit code of ``process`` within ``timeout``; else its threads' stacks as the failure."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        process.wait(10)
+        stacks = process.stderr.read() if process.stderr is not None else ""
+        raise AssertionError(f"still running after {timeout} s:\n{stacks}") from None
 
 
 def columns(text: str) -> list[list[str]]:
@@ -230,7 +242,7 @@ def test_get_watch_redraws_as_the_rollout_progresses(
         )
         assert run.poll() is None, "it keeps watching"
         run.send_signal(signal.SIGINT)
-        assert run.wait(10) == 0, "Ctrl-C ends it cleanly"
+        assert ended(run, 10) == 0, "Ctrl-C ends it cleanly"
         assert run.stderr is not None
         assert "Traceback" not in run.stderr.read()
     frames = output.read_text().split(header)[1:]
