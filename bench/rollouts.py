@@ -19,7 +19,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from bench import Tracker, start, write_result
+from bench import Tracker, percentile, rss_mib, start, write_result
 from coalmine import kube as k
 from coalmine.kube import Kube
 from devenv.manifests import canary_rollout, http_route, plain_template
@@ -64,20 +64,6 @@ def operator_metrics() -> dict[str, float]:
 
 
 WRITE_VERBS = ("post", "patch", "put", "delete")
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def roll_out(kube: Kube, names: list[str], result: dict[str, Any]) -> None:

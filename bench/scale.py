@@ -25,10 +25,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench import RESULTS, Tracker, start, write_result
+from bench import RESULTS, Tracker, cpu_seconds, percentile, rss_mib, start, write_result
 from coalmine import resources as r
 from coalmine.kube import Kube
-from devenv import paths
+from devenv import cluster, paths
 from devenv.manifests import canary_rollout, http_route, plain_template
 from devenv.namespaces import delete_namespace, recreate_namespace
 from devenv.operator import OperatorProcess
@@ -87,16 +87,10 @@ class Operator:
         return counts
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def rss_mib(self) -> float:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        return 0.0
+        return rss_mib(self.process.pid)
 
 
 def count(delta: dict[str, float], verbs: tuple[str, ...]) -> float:
@@ -105,11 +99,6 @@ def count(delta: dict[str, float], verbs: tuple[str, ...]) -> float:
 
 def difference(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {verb: after[verb] - before.get(verb, 0.0) for verb in after}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def promote(kube: Kube, namespace: str, name: str, control: str = "promote") -> None:
@@ -160,18 +149,30 @@ class Scale:
         self.version += 1
         self.ratio.expect(paused_at(1))
         started = time.monotonic()
+        busy = self._cpu()
         for name in self.ratio_names:
             body = rollout(name, self.version, gateway=False)
             self.kube.patch(r.CANARY_ROLLOUTS, RATIO_NAMESPACE, name, {"spec": body["spec"]})
         self.ratio.wait(self.ratio_names, f"{n} canaries at their first pause")
         result["new_template_to_first_pause_seconds"] = round(time.monotonic() - started, 1)
+        # Who was busy meanwhile: the operator, or the control plane on the same two cores.
+        result["first_pause_cpu_seconds"] = {
+            name: round(seconds, 1) for name, seconds in difference(self._cpu(), busy).items()
+        }
 
         result["gates"] = self._gates()
         result["idle"] = self._idle(n)
         result["burst"] = self._burst(n)
         result["operator_rss_mib"] = self.operator.rss_mib()
         result["operator_cpu_seconds"] = round(self.operator.cpu_seconds(), 1)
+        result["control_plane_rss_mib"] = {
+            name: round(size / 2**20, 1) for name, size in cluster.resident_memory().items()
+        }
         return result
+
+    def _cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by the operator and by each part of the local cluster."""
+        return {"operator": self.operator.cpu_seconds(), **cluster.cpu_seconds()}
 
     def _gates(self) -> dict[str, Any]:
         """The 50 Gateway API rollouts: to their first pause, then gates at a steady pace."""
@@ -212,10 +213,10 @@ class Scale:
 
     def _idle(self, n: int) -> dict[str, Any]:
         before_requests = self.operator.requests()
-        before_cpu = self.operator.cpu_seconds()
+        before_cpu = self._cpu()
         time.sleep(IDLE_SECONDS)
         delta = difference(self.operator.requests(), before_requests)
-        cpu = self.operator.cpu_seconds() - before_cpu
+        used = difference(self._cpu(), before_cpu)
         minutes = IDLE_SECONDS / 60
         requests = count(delta, WRITES + READS)
         return {
@@ -223,7 +224,12 @@ class Scale:
             "api_requests_per_minute": round(requests / minutes, 1),
             "api_requests_per_minute_per_100_rollouts": round(requests / minutes * 100 / n, 2),
             "api_writes_per_minute": round(count(delta, WRITES) / minutes, 1),
-            "operator_cpu_percent": round(100 * cpu / IDLE_SECONDS, 1),
+            "operator_cpu_percent": round(100 * used["operator"] / IDLE_SECONDS, 1),
+            "control_plane_cpu_percent": {
+                name: round(100 * seconds / IDLE_SECONDS, 1)
+                for name, seconds in used.items()
+                if name != "operator"
+            },
         }
 
     def _burst(self, n: int) -> dict[str, Any]:
