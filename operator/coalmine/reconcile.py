@@ -501,11 +501,14 @@ def _readable(
 
 
 def _older(obj: Obj, than: Obj) -> bool:
-    """Whether ``obj`` was created before ``than`` (by name when created in the same second)."""
+    """Whether ``obj`` came before ``than``: a rollout that already has a stable revision (it
+    has acted) before one that has none; then by creation time, which counts whole seconds, and
+    by name within the same second."""
 
-    def age(o: Obj) -> tuple[str, str, str]:
+    def age(o: Obj) -> tuple[bool, str, str, str]:
         meta = o.get("metadata") or {}
         return (
+            not (o.get("status") or {}).get("stableRevision"),
             str(meta.get("creationTimestamp") or ""),
             str(meta.get("namespace") or ""),
             str(meta.get("name") or ""),

@@ -222,7 +222,18 @@ def test_status_follows_the_rollout_until_promote_full_completes_it(
     assert "PromotedFull" in rollouts.reasons("shop")
 
 
-@pytest.mark.usefixtures("operator")
+@pytest.fixture
+def interruptible() -> Iterator[None]:
+    """SIGINT heard by the CLIs started meanwhile. A shell starts a background job with SIGINT
+    ignored, and a child inherits that: run as `make test &`, the CLI never saw its Ctrl-C."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("operator", "interruptible")
 def test_get_watch_redraws_as_the_rollout_progresses(
     namespace: str, rollouts: Rollouts, tmp_path: Path
 ) -> None:
