@@ -13,7 +13,8 @@ writes): the next pass never acts on an older object than the one it wrote.
 
 It also counts requests by verb (the benchmarks report reads and writes per step from these
 counters), and carries the crash failpoint of the fault-injection tests: with
-``COALMINE_FAILPOINT_WRITE=k`` the process kills itself right after its k-th write is answered.
+``COALMINE_FAILPOINT_WRITE=k`` the process kills itself right after its k-th write is answered,
+and with ``COALMINE_FAILPOINT_WRITE="k PATCH httproutes"`` after its k-th write of that kind.
 """
 
 from __future__ import annotations
@@ -293,18 +294,35 @@ def _version(obj: Obj) -> int | None:
 # --- the failpoint -------------------------------------------------------------------------------
 
 
+def write_kind(verb: str, path: str) -> str:
+    """What a write wrote, without namespace or name: "PATCH canaryrollouts/status".
+
+    /api/v1/[namespaces/<ns>/]<plural>[/<name>[/<sub>]], or the same under /apis/<group>/<version>.
+    """
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    parts = parts[2:] if parts[0] == "api" else parts[3:]
+    if len(parts) > 2 and parts[0] == "namespaces":  # a namespaced object, not a Namespace
+        parts = parts[2:]
+    return " ".join([verb.upper(), "/".join([parts[0], *parts[2:]])])
+
+
 class _Failpoint:
     """Counts writes; logs them to COALMINE_WRITE_LOG; dies after COALMINE_FAILPOINT_WRITE of them.
 
     The fault-injection tests run a scenario once to count its writes W, then again W times,
     killed after write 1, 2, ... W: every point where a crash can land, not a random sample.
+    A target with a kind ("3 PATCH canaryrollouts/status") counts only the writes of that kind:
+    how many writes come before a given one varies from run to run (an analysis updates its
+    status as its samples arrive), the order of writes of one kind much less.
     """
 
     def __init__(self) -> None:
-        target = os.environ.get("COALMINE_FAILPOINT_WRITE", "")
-        self.crash_after = int(target) if target.isdigit() else None
+        count, _, kind = os.environ.get("COALMINE_FAILPOINT_WRITE", "").strip().partition(" ")
+        self.crash_after = int(count) if count.isdigit() else None
+        self.kind = kind.strip() or None
         self.log_path = os.environ.get("COALMINE_WRITE_LOG") or None
         self.count = 0
+        self.counted = 0
         self.lock = threading.Lock()
 
     def written(self, verb: str, path: str) -> None:
@@ -313,7 +331,9 @@ class _Failpoint:
             if self.log_path:
                 with open(self.log_path, "a", encoding="utf-8") as out:
                     out.write(f"{self.count} {verb.upper()} {path}\n")
-            if self.crash_after is not None and self.count >= self.crash_after:
+            if self.kind is None or write_kind(verb, path) == self.kind:
+                self.counted += 1
+            if self.crash_after is not None and self.counted >= self.crash_after:
                 # As sudden as kill -9: no cleanup, no flushing, no finalizers.
                 os.kill(os.getpid(), signal.SIGKILL)
 

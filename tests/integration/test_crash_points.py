@@ -24,7 +24,10 @@ back to 0, the canary's scale-down, the finalizer). A crash's aftermath depends 
 written last and on what the status said at that moment; the first and last of each kind meet
 the status before and after the canary's walk, the two ends where a half-done action is most
 likely to be mistaken for a done one. Every crash point was run (``make chaos``) before this
-sample was chosen, with no violation that the sample would have missed.
+sample was chosen, with no violation that the sample would have missed. A sampled point is a
+kind and an end (`Point`): the operator counts only the writes of that kind
+(``COALMINE_FAILPOINT_WRITE="3 PATCH canaryrollouts/status"``), since an analysis updates its
+status a varying number of times and moves every later write's number.
 ``COALMINE_CRASH_POINTS=3,17`` runs chosen points. Runs go four at a time
 (``COALMINE_CRASH_PARALLEL``): each has its own namespace and an operator serving only it
 (``COALMINE_NAMESPACE``), so one run's writes never count in another's.
@@ -33,7 +36,6 @@ sample was chosen, with no violation that the sample would have missed.
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -44,7 +46,7 @@ from typing import Any
 
 import pytest
 
-from coalmine.kube import Kube
+from coalmine.kube import Kube, write_kind
 from devenv import paths
 from devenv.manifests import error_rate_metric, min_sample, plain_template
 from devenv.namespaces import delete_namespace, recreate_namespace
@@ -66,7 +68,7 @@ NAME = "shop"
 class Run:
     """One run of a scenario, with or without a crash."""
 
-    crash_after: int | None
+    failpoint: str | None
     crashed: bool = False
     seconds: float = 0.0
     writes: list[str] = field(default_factory=list)
@@ -76,15 +78,15 @@ class Run:
 class Scenario:
     """A fresh namespace, an operator serving only it, and a watch on everything that routes."""
 
-    def __init__(self, kube: Cluster, crash_after: int | None, log: Path) -> None:
+    def __init__(self, kube: Cluster, failpoint: str | None, log: Path) -> None:
         self.kube = kube
         self.namespace = f"t-crash-{uuid.uuid4().hex[:8]}"
         self.rollouts = Rollouts(kube, self.namespace)
         self.log = log
-        self.run = Run(crash_after)
+        self.run = Run(failpoint)
         self.env = {"COALMINE_NAMESPACE": self.namespace, WRITE_LOG: str(log)}
-        if crash_after is not None:
-            self.env[FAILPOINT] = str(crash_after)
+        if failpoint is not None:
+            self.env[FAILPOINT] = failpoint
 
     def execute(self, steps: Callable[[Scenario], list[int]]) -> Run:
         started = time.monotonic()
@@ -109,9 +111,11 @@ class Scenario:
                     timeout=60,
                     message="the rollout finalized and deleted",
                 )
-            self.run.crashed = supervisor.crashes > 0
             operator.stop()  # its last write is logged after the API server answered it
             self.run.writes = writes(self.log)
+            # Killed after the very last write (the finalizer's release), it dies as the test
+            # ends, before the supervisor sees it: the log says whether the failpoint fired.
+            self.run.crashed = supervisor.crashes > 0 or fired(self.run.failpoint, self.run.writes)
             self.run.problems += watcher.violations()
             self.run.problems += written_after_release(self.run.writes)
             if expected:
@@ -241,30 +245,50 @@ SCENARIOS: dict[str, Callable[[Scenario], list[int]]] = {
 # --- which crash points --------------------------------------------------------------------------
 
 
-def write_kind(line: str) -> str:
-    """What a write log line wrote, without the object's own name: "PATCH .../status"."""
+def line_kind(line: str) -> str:
+    """The kind of write a write log line records (`coalmine.kube.write_kind`)."""
     _, verb, path = line.split(" ", 2)
-    path = re.sub(r"/namespaces/[^/]+", "", path)
-    parts = path.split("/")
-    # /api/v1/<plural>/<name>[/<sub>] or /apis/<group>/<version>/<plural>/<name>[/<sub>]
-    start = 3 if parts[1] == "api" else 4
-    kind = "/".join([parts[start], *parts[start + 2 :]])
-    return f"{verb} {kind}"
+    return write_kind(verb, path)
 
 
-def sample(lines: list[str], *, first: bool = True) -> list[int]:
+@dataclass(frozen=True)
+class Point:
+    """A sampled crash point: the first or the last write of a kind.
+
+    The operator counts only the writes of that kind (``COALMINE_FAILPOINT_WRITE="n KIND"``):
+    how many writes come before it varies between runs, as an analysis updates its status
+    when its samples arrive. How many writes of the kind a run makes varies less, but it can:
+    a run that ends before the last one it was told is run again, told the last one of its
+    own complete write log.
+    """
+
+    kind: str
+    last: bool
+
+    def failpoint(self, lines: list[str]) -> str:
+        made = sum(line_kind(line) == self.kind for line in lines)
+        assert made, f"no {self.kind} in the write log"
+        return f"{made if self.last else 1} {self.kind}"
+
+    def __str__(self) -> str:
+        return f"the {'last' if self.last else 'first'} {self.kind}"
+
+
+def sample(lines: list[str], *, first: bool = True) -> list[Point]:
     """The last write of each kind, and with ``first`` the first one too (module docstring)."""
     firsts: dict[str, int] = {}
     lasts: dict[str, int] = {}
-    for line in lines:
-        number = int(line.split(" ", 1)[0])
-        kind = write_kind(line)
+    for number, line in enumerate(lines, 1):
+        kind = line_kind(line)
         firsts.setdefault(kind, number)
         lasts[kind] = number
-    return sorted(set(lasts.values()) | (set(firsts.values()) if first else set()))
+    points = {number: Point(kind, last=True) for kind, number in lasts.items()}
+    for kind, number in firsts.items() if first else ():
+        points.setdefault(number, Point(kind, last=False))  # written once: its first is its last
+    return [points[number] for number in sorted(points)]
 
 
-def crash_points(scenario: str, lines: list[str]) -> list[int]:
+def crash_points(scenario: str, lines: list[str]) -> list[int | Point]:
     chosen = os.environ.get("COALMINE_CRASH_POINTS", "").strip()
     if chosen == "all":
         return list(range(1, len(lines) + 1))
@@ -272,7 +296,50 @@ def crash_points(scenario: str, lines: list[str]) -> list[int]:
         return [int(k) for k in chosen.split(",")]
     # The abort scenario starts as the promotion does (same kinds of writes, same places):
     # its own path is the end, the abort, the scale-down and the finalizer.
-    return sample(lines, first=scenario == "promotion")
+    return list(sample(lines, first=scenario == "promotion"))
+
+
+ATTEMPTS = 3
+
+
+def crash_run(
+    kube: Cluster,
+    tmp_path: Path,
+    steps: Callable[[Scenario], list[int]],
+    point: int | Point,
+    counted: list[str],
+) -> Run:
+    """A run killed at ``point``; a last write that the run did not reach is tried again."""
+    lines = counted
+    for attempt in range(ATTEMPTS):
+        failpoint = str(point) if isinstance(point, int) else point.failpoint(lines)
+        log = tmp_path / f"writes-{uuid.uuid4().hex[:8]}.log"
+        run = Scenario(kube, failpoint, log).execute(steps)
+        if run.crashed or isinstance(point, int) or attempt == ATTEMPTS - 1:
+            return run
+        lines = run.writes  # a complete run: the failpoint never fired
+    raise AssertionError("unreachable")
+
+
+def first_process(lines: list[str]) -> list[str]:
+    """The writes of the operator started first: its successor's count starts again at 1."""
+    restarted = [i for i, line in enumerate(lines) if i and line.startswith("1 ")]
+    return lines[: restarted[0]] if restarted else lines
+
+
+def fired(failpoint: str | None, lines: list[str]) -> bool:
+    """Whether the first operator made the writes its failpoint counts (then it killed itself)."""
+    if failpoint is None:
+        return False
+    count, _, kind = failpoint.partition(" ")
+    made = first_process(lines)
+    return sum(not kind or line_kind(line) == kind for line in made) >= int(count)
+
+
+def died_after(lines: list[str]) -> str | None:
+    """The write a crashed operator made last."""
+    made = first_process(lines)
+    return made[-1] if made else None
 
 
 def parallel_runs() -> int:
@@ -295,18 +362,20 @@ def test_item_11_a_crash_after_any_write_changes_nothing(
         print(f"  {line}")
     with ThreadPoolExecutor(parallel_runs()) as pool:
         runs = list(
-            pool.map(
-                lambda k: Scenario(kube, k, tmp_path / f"writes-{k}.log").execute(steps), points
-            )
+            pool.map(lambda point: crash_run(kube, tmp_path, steps, point, counted.writes), points)
         )
-    for run in runs:
-        k = run.crash_after or 0
-        what = counted.writes[k - 1].split(" ", 1)[1] if k <= total else "(beyond W)"
+    for point, run in zip(points, runs, strict=True):
+        last = died_after(run.writes) if run.crashed else None
+        landed = f"crashed after write {last}" if last else "no crash"
+        if isinstance(point, Point) and last and line_kind(last) != point.kind:
+            run.problems.append(f"the failpoint for {point} fired after {last}")
         verdict = "ok" if not run.problems else "; ".join(run.problems)
-        crashed = "crashed" if run.crashed else "no crash"
-        print(f"  crash after write {k:3d} {what}: {crashed}, {run.seconds:.0f} s: {verdict}")
-    violations = {run.crash_after or 0: run.problems for run in [counted, *runs] if run.problems}
-    missed = [run.crash_after for run in runs if not run.crashed]
+        print(
+            f"  {point if isinstance(point, Point) else f'write {point}'}: {landed}, "
+            f"{run.seconds:.0f} s: {verdict}"
+        )
+    violations = {run.failpoint: run.problems for run in [counted, *runs] if run.problems}
+    missed = [run.failpoint for run in runs if not run.crashed]
     print(
         f"{scenario}: W = {total}; crash points run: {len(runs)} of {total} "
         f"({'all' if len(runs) >= total else 'sample'}); did not crash (fewer writes that "
