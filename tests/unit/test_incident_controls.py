@@ -8,6 +8,7 @@ of test_machine.py send these tokens too.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -72,6 +73,45 @@ def test_a_timed_pause_does_not_run_out_while_held_and_resumes_with_what_was_lef
     run(world, 10)
     assert world.memory.step >= 2
     assert world.reasons().count("Resumed") == 1
+
+
+def test_steps_started_over_do_not_inherit_the_time_held_in_the_old_ones() -> None:
+    world = started(steps_hash="a")
+    world.set_template("rev2")
+    world.run(3)  # setWeight 20 confirmed: now in the 30 s pause
+    world.control("pause", "p1")
+    run(world, 100)
+    world.control("resume", "r1")
+    run(world, 2)
+    assert world.memory.held_seconds == pytest.approx(100, abs=2)
+    pause_first = (
+        m.Step(StepAction.PAUSE, pause_seconds=30),
+        m.Step(StepAction.SET_WEIGHT, weight=50),
+        m.Step(StepAction.PAUSE),
+    )
+    world.plan = replace(world.plan, steps=pause_first, steps_hash="b")
+    run(world, 2)
+    assert "StepsChanged" in world.reasons()
+    assert world.memory.held_seconds == 0
+    run(world, 35)
+    assert world.memory.step >= 1, "the new 30 s pause counted the time held in the old steps"
+
+
+def test_steps_started_over_while_held_count_only_the_hold_that_follows() -> None:
+    world = started(steps_hash="a")
+    world.set_template("rev2")
+    world.run(3)
+    world.control("pause", "p1")
+    run(world, 50)
+    pause_first = (m.Step(StepAction.PAUSE, pause_seconds=30), m.Step(StepAction.PAUSE))
+    world.plan = replace(world.plan, steps=pause_first, steps_hash="b")
+    run(world, 20)
+    assert world.memory.step == 0
+    world.control("resume", "r1")
+    run(world, 2)
+    assert world.memory.held_seconds == pytest.approx(20, abs=2)
+    run(world, 33)
+    assert world.memory.step >= 1, "the new 30 s pause counted the hold of the old steps"
 
 
 @MODES

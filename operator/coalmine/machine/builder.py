@@ -59,6 +59,19 @@ class Builder:
         observed = self.observed.revisions.get(revision)
         return observed.replicas if observed else None
 
+    def start_step(self, index: int, phase: Phase | None = None) -> None:
+        """Step ``index`` starts now: its timers from zero, with no time held by the pause
+        control (a hold under way goes on, counted from now)."""
+        paused_at = self.now if self.memory.paused_at is not None else None
+        self.memory = replace(
+            self.memory,
+            step=index,
+            step_started=self.now,
+            held_seconds=0.0,
+            paused_at=paused_at,
+            phase=phase or self.memory.phase,
+        )
+
     def step_elapsed(self) -> float:
         """Seconds the current step has run, leaving out the time the pause control held it."""
         started = self.memory.step_started or self.now

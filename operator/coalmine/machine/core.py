@@ -83,7 +83,7 @@ def _restart_on_new_steps(b: Builder) -> None:
     walking = b.memory.canary is not None and b.memory.stage == Stage.STEPS
     if walking and b.memory.steps_hash and not b.memory.aborted and not b.memory.rollback:
         b.event("StepsChanged", "the steps changed during the canary: starting them over")
-        b.memory = replace(b.memory, step=0, step_started=b.now)
+        b.start_step(0)
     b.memory = replace(b.memory, steps_hash=b.plan.steps_hash)
 
 
@@ -165,7 +165,7 @@ def _promote(b: Builder, control: Control) -> None:
     elif b.memory.paused_by_user:
         b.event("ControlIgnored", f"{control}: paused by user; resume first (coalmine.dev/resume)")
     elif control == Control.PROMOTE_FULL:
-        b.memory = replace(b.memory, step=len(b.plan.steps), step_started=b.now, held_seconds=0)
+        b.start_step(len(b.plan.steps))
         b.event("PromotedFull", "promote-full: skipping the remaining steps")
     else:
         _complete_step(b, "promoted on request")
@@ -447,9 +447,7 @@ def _pause(b: Builder, message: str) -> None:
 def _complete_step(b: Builder, why: str) -> None:
     index = b.memory.step
     b.event("StepCompleted", f"step {index + 1}/{len(b.plan.steps)} completed: {why}")
-    b.memory = replace(
-        b.memory, step=index + 1, step_started=b.now, held_seconds=0.0, phase=Phase.PROGRESSING
-    )
+    b.start_step(index + 1, Phase.PROGRESSING)
 
 
 def _after_step(b: Builder) -> None:
