@@ -49,7 +49,13 @@ from coalmine.api.template import images_of
 from coalmine.api.vocabulary import ImagePolicy
 from coalmine.kube import UNREADABLE, ConflictError, InvalidError, Kube, KubeError
 from coalmine.resources import Obj
-from coalmine.routers.base import RouterError, Target, TrafficRouter, ready_revisions
+from coalmine.routers.base import (
+    RouterError,
+    Target,
+    TrafficRouter,
+    ready_endpoints,
+    ready_revisions,
+)
 from coalmine.routers.registry import ROUTERS
 
 log = logging.getLogger("coalmine.reconcile")
@@ -557,7 +563,7 @@ def _converge(
             decision,
             at,
             router_error=router_error,
-            stable_ready=w.ready_endpoints(
+            stable_ready=ready_endpoints(
                 current.kube, current.workload.namespace, current.workload.stable_service
             ),
             replicas=sum(revision.replicas for revision in observed.revisions.values()),

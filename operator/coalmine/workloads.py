@@ -378,10 +378,11 @@ def desired_services(
     """The three Services; with ``adopted`` (an adopted Deployment's matchLabels, until the
     stable revision takes over) the stable one and the one of every revision select its pods
     too: the revisions' pods carry the same labels, so both serve."""
-    everything = dict(adopted) if adopted else {ROLLOUT_LABEL: rollout.name}
-    stable_pods = (
-        dict(adopted) if adopted else {ROLLOUT_LABEL: rollout.name, REVISION_LABEL: stable}
-    )
+    if adopted:
+        everything, stable_pods = dict(adopted), dict(adopted)
+    else:
+        everything = {ROLLOUT_LABEL: rollout.name}
+        stable_pods = {**everything, REVISION_LABEL: stable}
     return [
         _service(rollout, rollout.service, everything),
         _service(rollout, rollout.stable_service, stable_pods),
@@ -456,19 +457,6 @@ def selected_revision(live: Obj | None) -> str | None:
     return None if revision in (None, NO_REVISION) else str(revision)
 
 
-def ready_endpoints(kube: Kube, namespace: str, service: str) -> int:
-    """Ready endpoints of a Service, whoever's pods they are (an adopted Deployment's too)."""
-    slices = kube.list(
-        r.ENDPOINT_SLICES, namespace, label_selector=f"kubernetes.io/service-name={service}"
-    )
-    return sum(
-        1
-        for endpoint_slice in slices
-        for endpoint in endpoint_slice.get("endpoints") or []
-        if (endpoint.get("conditions") or {}).get("ready") is not False
-    )
-
-
 # --- an adopted Deployment (spec.workloadRef) ------------------------------------------------
 
 
@@ -529,11 +517,10 @@ def _match_labels(deployment: Obj) -> dict[str, str] | None:
 
 def _observe_adopted(deployment: Obj) -> AdoptedObserved:
     status = deployment.get("status") or {}
-    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
-    mark = ((deployment.get("metadata") or {}).get("annotations") or {}).get(
-        ADOPTED_REPLICAS_ANNOTATION
-    )
-    labels = (deployment.get("metadata") or {}).get("labels") or {}
+    meta = deployment.get("metadata") or {}
+    current = status.get("observedGeneration", 0) >= meta.get("generation", 0)
+    mark = (meta.get("annotations") or {}).get(ADOPTED_REPLICAS_ANNOTATION)
+    labels = meta.get("labels") or {}
     return AdoptedObserved(
         replicas=int((deployment.get("spec") or {}).get("replicas", 1)),
         ready=int(status.get("readyReplicas", 0)) if current else 0,

@@ -20,8 +20,8 @@ import pytest
 
 from coalmine import kube as k
 from coalmine import resources as r
-from coalmine import workloads as w
 from coalmine.kube import Kube
+from coalmine.routers.base import ready_endpoints
 from devenv import cluster, traefik
 from devenv.loadgen import LoadGenerator
 from devenv.manifests import demo_template, deployment
@@ -151,7 +151,7 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
         # commit, docs/adoption.md): a gateway refuses a backend whose EndpointSlices it cannot
         # find yet (Traefik answers 500 for its share).
         wait_for(
-            lambda: (w.ready_endpoints(raw, namespace, "shop-stable"), slices(raw, namespace)),
+            lambda: (ready_endpoints(raw, namespace, "shop-stable"), slices(raw, namespace)),
             until=lambda found: found[0] >= REPLICAS and found[1],
             timeout=30,
             message="the rollout's Services with their EndpointSlices",

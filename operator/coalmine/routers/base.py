@@ -8,6 +8,7 @@ weights of the stable and canary backends) and own whatever they create.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -222,30 +223,41 @@ def converge_owned(
         )
 
 
+def ready_endpoints(kube: Kube, namespace: str, service: str) -> int:
+    """Ready endpoints of a Service, whoever's pods they are (an adopted Deployment's too)."""
+    return sum(1 for _ in _ready(kube, namespace, service))
+
+
 def ready_revisions(kube: Kube, namespace: str, service: str) -> dict[str, int]:
     """Ready endpoints of a Service, counted by the revision label of the pod behind each.
 
     By labels, never by pod names: a long rollout name cuts the revision out of its pods' names.
     An endpoint whose pod is not in view yet is not counted (its arrival wakes the rollout).
     """
-    slices = kube.list(
-        r.ENDPOINT_SLICES, namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}"
-    )
     revisions: dict[str, str] = {}
-    for endpoint_slice in slices:
-        for endpoint in endpoint_slice.get("endpoints") or []:
-            if (endpoint.get("conditions") or {}).get("ready") is False:
-                continue
-            ref = endpoint.get("targetRef") or {}
-            if ref.get("kind") != "Pod" or not ref.get("name"):
-                continue
-            pod = kube.get(r.PODS, namespace, str(ref["name"]))
-            if pod is None or (ref.get("uid") and pod["metadata"].get("uid") != ref["uid"]):
-                continue  # not in view yet, or a namesake of the pod the endpoint means
-            revision = (pod["metadata"].get("labels") or {}).get(REVISION_LABEL)
-            if revision:
-                revisions[str(ref["name"])] = str(revision)
+    for endpoint in _ready(kube, namespace, service):
+        ref = endpoint.get("targetRef") or {}
+        if ref.get("kind") != "Pod" or not ref.get("name"):
+            continue
+        pod = kube.get(r.PODS, namespace, str(ref["name"]))
+        if pod is None or (ref.get("uid") and pod["metadata"].get("uid") != ref["uid"]):
+            continue  # not in view yet, or a namesake of the pod the endpoint means
+        revision = (pod["metadata"].get("labels") or {}).get(REVISION_LABEL)
+        if revision:
+            revisions[str(ref["name"])] = str(revision)
     counts: dict[str, int] = {}
     for revision in revisions.values():
         counts[revision] = counts.get(revision, 0) + 1
     return counts
+
+
+def _ready(kube: Kube, namespace: str, service: str) -> Iterator[Obj]:
+    """The endpoints of a Service's EndpointSlices not known to be unready (no condition: ready,
+    as the API documents it)."""
+    slices = kube.list(
+        r.ENDPOINT_SLICES, namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}"
+    )
+    for endpoint_slice in slices:
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is not False:
+                yield endpoint
