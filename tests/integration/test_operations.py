@@ -122,6 +122,7 @@ def test_the_operator_works_with_only_its_cluster_role(
         token = rollouts.control("shop", "restart")
         rollouts.wait("shop", lambda s: s["controls"].get("restart") == token, "restart handled")
         _adopt_with_only_the_cluster_role(kube, namespace, rollouts)
+        _refuse_a_taken_service_with_only_the_cluster_role(kube, namespace, rollouts)
         rollouts.delete("shop")
         wait_for(rollouts.names, until=lambda n: n == [], timeout=30, message="finalized")
     finally:
@@ -150,6 +151,34 @@ def _adopt_with_only_the_cluster_role(kube: Cluster, namespace: str, rollouts: R
     plain = kube.raw.fetch(k.DEPLOYMENTS, namespace, "plain") or {}
     assert plain["spec"]["replicas"] == 2
     assert "coalmine.dev/adopted-by" not in plain["metadata"].get("labels", {})
+
+
+def _refuse_a_taken_service_with_only_the_cluster_role(
+    kube: Cluster, namespace: str, rollouts: Rollouts
+) -> None:
+    """A Service name already taken: the operator reads who has it (a GET, past its cache) to
+    say so on the rollout; the shipped role once lacked that verb, and the rollout said nothing."""
+    kube.raw.create(
+        k.SERVICES,
+        namespace,
+        {
+            "metadata": {"name": "taken"},
+            "spec": {"selector": {"app": "elsewhere"}, "ports": [{"port": 80}]},
+        },
+    )
+    rollouts.create(manifest("taken", "v1"))
+    rollouts.wait(
+        "taken",
+        lambda s: any(
+            c.get("type") == "Ready"
+            and c.get("status") == "False"
+            and c.get("reason") == "OwnershipConflict"
+            for c in s.get("conditions") or []
+        ),
+        "Ready=False with reason OwnershipConflict",
+    )
+    rollouts.delete("taken")
+    wait_for(rollouts.names, until=lambda n: "taken" not in n, timeout=30, message="finalized")
 
 
 @pytest.mark.usefixtures("quiet_session_operator")
