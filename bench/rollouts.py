@@ -19,9 +19,10 @@ import urllib.request
 import uuid
 from typing import Any
 
-from bench import Tracker, percentile, rss_mib, start, write_result
+from bench import Tracker, rss_mib, start, write_result
 from coalmine import kube as k
 from coalmine.kube import Kube
+from devenv.loadgen import percentile
 from devenv.manifests import canary_rollout, http_route, plain_template
 from devenv.namespaces import delete_namespace
 from devenv.waiting import wait_for
@@ -162,9 +163,10 @@ def main() -> int:
 
 
 def summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
     return {
-        "p50": round(percentile(values, 50), 3),
-        "p99": round(percentile(values, 99), 3),
+        "p50": round(percentile(ordered, 50), 3),
+        "p99": round(percentile(ordered, 99), 3),
         "max": round(max(values), 3),
         "n": len(values),
     }

@@ -25,10 +25,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench import RESULTS, Tracker, cpu_seconds, percentile, rss_mib, start, write_result
+from bench import RESULTS, Status, Tracker, rss_mib, start, write_result
 from coalmine import resources as r
 from coalmine.kube import Kube
 from devenv import cluster, paths
+from devenv.loadgen import percentile
 from devenv.manifests import canary_rollout, http_route, plain_template
 from devenv.namespaces import delete_namespace, recreate_namespace
 from devenv.operator import OperatorProcess
@@ -51,8 +52,6 @@ GATEWAY_STEPS: list[dict[str, Any]] = [
 ]
 WRITES = ("post", "patch", "put", "delete")
 READS = ("get", "list")
-
-Status = dict[str, Any]
 
 
 def rollout(name: str, version: int, *, gateway: bool) -> dict[str, Any]:
@@ -87,7 +86,7 @@ class Operator:
         return counts
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.process.pid)
+        return cluster.process_cpu_seconds(self.process.pid)
 
     def rss_mib(self) -> float:
         return rss_mib(self.process.pid)
@@ -203,7 +202,7 @@ class Scale:
             "per_second": GATES_PER_SECOND,
             "gate_to_confirmed_seconds": {
                 "p50": round(statistics.median(latencies), 3),
-                "p99": round(percentile(latencies, 99), 3),
+                "p99": round(percentile(sorted(latencies), 99), 3),
                 "max": round(max(latencies), 3),
                 "n": len(latencies),
             },
@@ -240,6 +239,10 @@ class Scale:
             promote(self.kube, RATIO_NAMESPACE, name)
         self.ratio.wait(self.ratio_names, f"{n} canaries promoted")
         elapsed = time.monotonic() - started
+        # The old revisions scale down in a later pass: their writes belong to these steps (and
+        # must not spill into the next size's timings), as in _gates.
+        self.ratio.expect(lambda s: healthy()(s) and not s.get("pendingScaleDowns"))
+        self.ratio.wait(self.ratio_names, f"{n} old revisions scaled down")
         delta = difference(self.operator.requests(), before)
         return {
             "all_gates_to_all_promoted_seconds": round(elapsed, 1),

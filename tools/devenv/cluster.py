@@ -722,33 +722,36 @@ def start_component(name: str) -> None:
         _start(component, pki.Pki(paths.STATE_DIR / "pki"))
 
 
+def process_memory(pid: int) -> int:
+    """Resident set size of process ``pid``, in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) process ``pid`` has used so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); fields here start at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _running() -> dict[str, int]:
+    pids = {component.name: component.pid() for component in COMPONENTS}
+    return {name: pid for name, pid in pids.items() if pid is not None}
+
+
 def resident_memory() -> dict[str, int]:
     """Resident set size in bytes of each running component."""
-    sizes: dict[str, int] = {}
-    for component in COMPONENTS:
-        pid = component.pid()
-        if pid is None:
-            continue
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    sizes[component.name] = int(line.split()[1]) * 1024
-    return sizes
+    return {name: process_memory(pid) for name, pid in _running().items()}
 
 
 def cpu_seconds() -> dict[str, float]:
     """CPU time (user and system) in seconds each running component has used so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = {}
-    for component in COMPONENTS:
-        pid = component.pid()
-        if pid is None:
-            continue
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        # utime and stime are fields 14 and 15 of stat(5); fields here start at field 3.
-        used[component.name] = (int(fields[11]) + int(fields[12])) / ticks
-    return used
+    return {name: process_cpu_seconds(pid) for name, pid in _running().items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

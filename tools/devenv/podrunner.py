@@ -686,8 +686,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except queue.Empty:
                 if runner.needs_attention():
                     runner.retry()
-                current = _current(pods)
-                if runner.reap() and current is not None:
+                # The cache (a copy of every pod) is read only when a process ended, not on
+                # every idle tick.
+                if runner.reap() and (current := _current(pods)) is not None:
                     runner.release(core_v1, terminating_containers(current))
                 runner.report_ready(core_v1)
                 continue
