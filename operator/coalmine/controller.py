@@ -180,16 +180,17 @@ class Controller:
             self._owned_changed(event, obj, before)
 
     def _adopted_changed(self, event: str, obj: Obj, before: Obj | None) -> None:
-        meta = obj.get("metadata") or {}
-        adopter = (meta.get("labels") or {}).get(ADOPTED_BY_LABEL)
-        if adopter:
-            self.queue.add((str(meta.get("namespace") or ""), str(adopter)))
+        self._wake_by_label(obj, ADOPTED_BY_LABEL)
 
     def _owned_changed(self, event: str, obj: Obj, before: Obj | None) -> None:
+        self._wake_by_label(obj, ROLLOUT_LABEL)
+
+    def _wake_by_label(self, obj: Obj, label: str) -> None:
+        """Queue the rollout that ``obj``'s ``label`` names, in ``obj``'s namespace."""
         meta = obj.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(ROLLOUT_LABEL)
-        if owner:
-            self.queue.add((str(meta.get("namespace") or ""), str(owner)))
+        rollout = (meta.get("labels") or {}).get(label)
+        if rollout:
+            self.queue.add((str(meta.get("namespace") or ""), str(rollout)))
 
     # --- running --------------------------------------------------------------------------------
 

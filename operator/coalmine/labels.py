@@ -50,8 +50,9 @@ def owned_labels(rollout: str, revision: str | None = None) -> dict[str, str]:
     return labels
 
 
-def pods_selector(rollout: str) -> str:
-    """A label selector for the pods of every revision of a rollout (the scale subresource's)."""
+def rollout_selector(rollout: str) -> str:
+    """A label selector for the pods and Deployments of every revision of a rollout (the
+    scale subresource's selector, the CLI's view)."""
     return f"{ROLLOUT_LABEL}={rollout}"
 
 

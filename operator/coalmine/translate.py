@@ -34,7 +34,7 @@ from coalmine.api.vocabulary import (
     Stage,
     StepAction,
 )
-from coalmine.labels import pods_selector
+from coalmine.labels import rollout_selector
 
 
 def plan_from(rollout: CanaryRollout, *, deleting: bool = False) -> m.Plan:
@@ -218,7 +218,7 @@ def status_from(
     )
     if replicas is not None:
         status.replicas = replicas
-    status.selector = pods_selector(rollout.metadata.name)
+    status.selector = rollout_selector(rollout.metadata.name)
     status.paused_by_user = memory.paused_by_user or None
     status.paused_by_user_at = memory.paused_at if memory.paused_by_user else None
     status.step_held_seconds = round(memory.held_seconds, 3) or None

@@ -30,8 +30,7 @@ from coalmine.analysis.evaluate import (
 )
 from coalmine.analysis.prometheus import Prometheus
 from coalmine.analysis.query import QueryVariables
-from coalmine.analysis.runner import render_metric
-from coalmine.analysis.spec import AnalysisTemplateSpec, Metric
+from coalmine.analysis.spec import AnalysisTemplateSpec, Metric, render_metric
 from devenv import paths
 from devenv.waiting import wait_for
 

@@ -26,8 +26,7 @@ from coalmine.analysis.query import (
     referenced_arguments,
     render,
 )
-from coalmine.analysis.runner import render_metric
-from coalmine.analysis.spec import Metric, expression_problems
+from coalmine.analysis.spec import Metric, expression_problems, render_metric
 
 VARS = QueryVariables(
     namespace="prod",

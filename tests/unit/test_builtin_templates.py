@@ -21,12 +21,12 @@ import yaml
 
 from coalmine.analysis.evaluate import MeasurementOutcome, Observation, Sample, evaluate
 from coalmine.analysis.query import QueryVariables
-from coalmine.analysis.runner import render_metric
 from coalmine.analysis.spec import (
     CLUSTER_TEMPLATE_KIND,
     AnalysisRef,
     AnalysisTemplateSpec,
     NoDataPolicy,
+    render_metric,
     resolve,
 )
 from coalmine.api.errors import SpecError

@@ -802,3 +802,23 @@ def resolve(
     if problems:
         raise SpecError(tuple(problems))
     return tuple(resolved)
+
+
+def render_metric(metric: Metric, variables: query.QueryVariables) -> query.MetricQueries:
+    """Every query one measurement of `metric` runs: the stable side only for baseline metrics,
+    the minSample query only when set. Raises QueryError like `query.render`."""
+    interval = metric.interval_length
+
+    def side(template: str, which: query.Side) -> str:
+        return query.render(template, variables, interval=interval, side=which, metric=metric.name)
+
+    main = metric.provider.prometheus.query
+    sample = metric.min_sample.query if metric.min_sample is not None else None
+    return query.MetricQueries(
+        canary=side(main, query.Side.CANARY),
+        stable=side(main, query.Side.STABLE) if metric.baseline else None,
+        canary_min_sample=side(sample, query.Side.CANARY) if sample is not None else None,
+        stable_min_sample=(
+            side(sample, query.Side.STABLE) if sample is not None and metric.baseline else None
+        ),
+    )

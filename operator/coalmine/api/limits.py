@@ -16,11 +16,6 @@ MAX_STEPS = 100
 MAX_REVISION_HISTORY_LIMIT = 50
 HISTORY_LIMIT = 10
 
-# --- defaults of the spec, which the machine's plan shares ---------------------------------
-DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
-DEFAULT_SCALE_DOWN_DELAY_SECONDS = 30
-DEFAULT_REVISION_HISTORY_LIMIT = 3
-
 MEASUREMENTS_LIMIT = 10
 """Measurements of one analysis metric kept in the status (its counters cover the rest)."""
 PENDING_SCALE_DOWN_LIMIT = 10
@@ -54,3 +49,8 @@ CONDITION_REASON_PATTERN = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 QUALIFIED_NAME_PATTERN = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 TEMPLATE_MAX_BYTES = 128 * 1024
 """A revision's Deployment carries its template twice (spec and annotation): half the room."""
+
+# --- defaults of the spec, which the machine's plan shares ---------------------------------
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
+DEFAULT_SCALE_DOWN_DELAY_SECONDS = 30
+DEFAULT_REVISION_HISTORY_LIMIT = 3

@@ -33,7 +33,7 @@ from coalmine.api.limits import (
     PORT_NAME_PATTERN,
     SERVICE_NAME_MAX_LENGTH,
 )
-from coalmine.api.template import check_template, revision_hash, short_hash, template_problem
+from coalmine.api.template import check_digests, check_template, revision_hash, short_hash
 from coalmine.api.types import (
     FreeForm,
     Integer,
@@ -288,9 +288,7 @@ class CanaryRolloutSpec(SpecModel):
         if self.progress_deadline_seconds <= self.min_ready_seconds:
             raise field_problem(".progressDeadlineSeconds", "must be greater than minReadySeconds")
         if self.image_policy is ImagePolicy.REQUIRE_DIGEST and self.template is not None:
-            problem = template_problem(self.template, require_digest=True)
-            if problem is not None:
-                raise field_problem(f".template{problem.field}", problem.reason)
+            check_digests(self.template, prefix=".template")
         return self
 
     @property

@@ -64,12 +64,18 @@ def check_template(template: Mapping[str, Any], *, require_digest: bool = False)
     if pod.get("initContainers") is not None:
         check_containers(pod["initContainers"], ".spec.initContainers")
     if require_digest:
-        for where, image in image_fields(template):
-            if not re.search(IMAGE_DIGEST_PATTERN, image):
-                raise field_problem(
-                    where.removeprefix(".template"),
-                    "imagePolicy RequireDigest: the image must end in @sha256:<digest>",
-                )
+        check_digests(template)
+
+
+def check_digests(template: Mapping[str, Any], prefix: str = "") -> None:
+    """imagePolicy RequireDigest: every image pinned by digest (paths are ``prefix`` and the
+    field's, relative to the template)."""
+    for where, image in image_fields(template):
+        if not re.search(IMAGE_DIGEST_PATTERN, image):
+            raise field_problem(
+                f"{prefix}{where}",
+                "imagePolicy RequireDigest: the image must end in @sha256:<digest>",
+            )
 
 
 def template_problem(template: object, *, require_digest: bool = False) -> Problem | None:
@@ -186,4 +192,4 @@ def image_fields(template: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         if isinstance(containers, list):
             for index, container in enumerate(containers):
                 if isinstance(container, Mapping) and isinstance(container.get("image"), str):
-                    yield f".template.spec.{key}[{index}].image", container["image"]
+                    yield f".spec.{key}[{index}].image", container["image"]

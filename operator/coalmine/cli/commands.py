@@ -466,22 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _wait_options(promote)
 
-    abort = command("abort", cmd_control, "send all traffic back to stable, scale the canary down")
-    abort.add_argument("name", metavar="NAME")
-    _wait_options(abort)
-
-    retry = command("retry", cmd_control, "start an aborted canary again from its first step")
-    retry.add_argument("name", metavar="NAME")
-    _wait_options(retry)
-
     for name, help_text in (
+        ("abort", "send all traffic back to stable, scale the canary down"),
+        ("retry", "start an aborted canary again from its first step"),
         ("pause", "hold the canary at its current weight, its timers stopped, until resumed"),
         ("resume", "let a paused canary go on from where it was held"),
         ("restart", "replace the stable revision's pods a few at a time, none short of ready"),
     ):
-        held = command(name, cmd_control, help_text)
-        held.add_argument("name", metavar="NAME")
-        _wait_options(held)
+        control = command(name, cmd_control, help_text)
+        control.add_argument("name", metavar="NAME")
+        _wait_options(control)
 
     undo = command("undo", cmd_undo, "set the template back to a kept revision (edits the spec)")
     undo.add_argument("name", metavar="NAME")

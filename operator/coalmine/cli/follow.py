@@ -19,8 +19,9 @@ from typing import TypeVar
 
 from coalmine import resources as r
 from coalmine.cli import view
-from coalmine.cli.session import EXIT_FAILED, EXIT_OK, CliError, Session, rollout_selector
+from coalmine.cli.session import EXIT_FAILED, EXIT_OK, CliError, Session
 from coalmine.kube import CacheNotReadyError, Informer, Kube
+from coalmine.labels import rollout_selector
 from coalmine.resources import Obj, Resource
 
 T = TypeVar("T")

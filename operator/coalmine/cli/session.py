@@ -19,7 +19,7 @@ from coalmine import resources as r
 from coalmine.api.resource import GROUP, PLURAL, VERSION
 from coalmine.cli.kubeconfig import default_namespace, kubeconfig_choice
 from coalmine.kube import Kube, KubeError, NotFoundError
-from coalmine.labels import ROLLOUT_LABEL
+from coalmine.labels import rollout_selector
 from coalmine.resources import Obj
 
 EXIT_OK = 0
@@ -146,10 +146,6 @@ def fetch_rollout(session: Session, name: str) -> Obj:
     if rollout is None:
         raise missing(session, name)
     return rollout
-
-
-def rollout_selector(name: str) -> str:
-    return f"{ROLLOUT_LABEL}={name}"
 
 
 def fetch_deployments(session: Session, name: str) -> list[Obj]:

@@ -73,7 +73,6 @@ def _scaled_down(b: Builder) -> int | None:
     assert adoption is not None
     assert adopted is not None
     assert stable is not None
-    available = b.available(stable) >= b.plan.replicas
     if adoption.scale_down == ScaleDown.PROGRESSIVELY:
         # Only ever down: a pod of it leaves for each ready pod of the stable revision.
         return min(adopted.replicas, max(0, b.plan.replicas - b.available(stable)))
@@ -82,7 +81,7 @@ def _scaled_down(b: Builder) -> int | None:
         if due > b.now:
             b.wait((due - b.now).total_seconds())
             return None
-        return 0 if available else None
+        return 0 if b.available(stable) >= b.plan.replicas else None
     return None
 
 
@@ -120,10 +119,8 @@ def let_go(b: Builder) -> bool:
     with). Waiting for its pods is bounded by the progress deadline from the deletion on.
     """
     adoption, adopted = b.plan.adoption, b.observed.adopted
-    if adoption is None:
-        return True
-    if adopted is None:
-        return True  # gone: nothing to scale back or release
+    if adoption is None or adopted is None:
+        return True  # none adopted, or gone: nothing to scale back or release
     if b.memory.adopted == adoption.deployment and b.memory.adopted_replicas is not None:
         want = b.plan.replicas
         _set_replicas(b, want, reason="the CanaryRollout is deleted")
