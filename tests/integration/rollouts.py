@@ -106,6 +106,11 @@ def user_routing_object(kube: Cluster, namespace: str, router: str, name: str) -
         kube.raw.create(ROUTING_RESOURCES[router], namespace, body)
 
 
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The status condition of this type, or {} when there is none yet."""
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
 def router_weight(kube: Cluster, namespace: str, router: str, name: str) -> int | None:
     """The canary weight as the routing object holds it, read independently of the operator."""
     raw = kube.raw

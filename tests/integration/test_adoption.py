@@ -29,7 +29,7 @@ from devenv.waiting import wait_for
 
 from .conftest import Cluster
 from .gateway import one_request, wait_listening, wait_servers, wait_weights
-from .rollouts import Rollouts, manifest
+from .rollouts import Rollouts, condition, manifest
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -72,10 +72,6 @@ def slices(raw: Kube, namespace: str) -> bool:
     """Whether the canary Service (no pod yet) has its EndpointSlice, empty."""
     selector = "kubernetes.io/service-name=shop-canary"
     return bool(raw.list(r.ENDPOINT_SLICES, namespace, label_selector=selector))
-
-
-def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
 
 
 def ready_replicas(kube: Cluster, namespace: str) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from devenv.usage import CpuLoad
 from devenv.waiting import wait_for
 
 from .conftest import Cluster
+from .invariants import Watcher
 from .rollouts import Rollouts, manifest, user_routing_object
 
 REQUEST_MILLICORES = 100
@@ -177,7 +178,12 @@ def test_an_hpa_scales_a_canary_rollout_mid_canary_and_the_rollout_completes(
     )
     # 400m over the rollout's pods (both revisions, what status.selector picks) would need 8
     # pods at 50m: the HPA scales the CanaryRollout to its maximum, 4, mid-canary.
-    with CpuLoad(kube.api, namespace, "coalmine.dev/rollout=shop", 400):
+    # Every change to the rollout, its route, EndpointSlices and pods, checked against the
+    # status at that moment: the canary never gets more than its step allows (invariants.py).
+    with (
+        Watcher(k.Kube.connect(kube.kubeconfig), namespace) as watcher,
+        CpuLoad(kube.api, namespace, "coalmine.dev/rollout=shop", 400),
+    ):
         after = {stable: 2, canary: 2} if router == "replicaRatio" else {stable: 4, canary: 2}
         wait_for(
             lambda: rollouts.deployments("shop"),
@@ -208,6 +214,8 @@ def test_an_hpa_scales_a_canary_rollout_mid_canary_and_the_rollout_completes(
             timeout=60,
             message="promoted at the HPA's size",
         )
+    assert watcher.history(), "the watcher saw no change at all"
+    assert not watcher.violations(), watcher.violations()
     events = rescale_events(kube, namespace, "shop")
     print(f"\n  {router}: HPA events {events}; rollout events {rollouts.reasons('shop')}")
     assert events == [

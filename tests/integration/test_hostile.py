@@ -39,7 +39,7 @@ from devenv.operator import OperatorProcess
 from devenv.waiting import wait_for
 
 from .conftest import Cluster
-from .rollouts import Rollouts, manifest
+from .rollouts import Rollouts, condition, manifest
 
 pytestmark = [pytest.mark.usefixtures("operator"), pytest.mark.timeout(900)]
 
@@ -304,10 +304,6 @@ def post(kube: Cluster, namespace: str, document: str) -> tuple[int, str]:
     except ValueError:
         message = body
     return response.status, message
-
-
-def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
 
 
 def settled(obj: dict[str, Any]) -> bool:

@@ -18,13 +18,9 @@ from coalmine import resources as r
 from devenv.waiting import wait_for
 
 from .conftest import Cluster
-from .rollouts import Rollouts, manifest, router_weight, user_routing_object
+from .rollouts import Rollouts, condition, manifest, router_weight, user_routing_object
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-
-def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
 
 
 def wait_reason(rollouts: Rollouts, name: str, reason: str) -> list[str]:
@@ -153,7 +149,7 @@ def test_an_aborted_canary_keeps_its_pods_for_the_abort_delay(
     kube: Cluster, namespace: str, rollouts: Rollouts
 ) -> None:
     user_routing_object(kube, namespace, "gatewayAPI", "shop")
-    rollouts.create(manifest("shop", "v1", router="gatewayAPI", abortScaleDownDelaySeconds=8))
+    rollouts.create(manifest("shop", "v1", router="gatewayAPI", abortScaleDownDelaySeconds=20))
     rollouts.wait_phase("shop", "Healthy")
     rollouts.set_template("shop", "v2")
     paused = rollouts.wait_phase("shop", "Paused", currentStepIndex=3)
@@ -173,11 +169,14 @@ def test_an_aborted_canary_keeps_its_pods_for_the_abort_delay(
         pending = {p["revision"]: p["scaleDownAt"] for p in aborted["pendingScaleDowns"]}
     due = datetime.fromisoformat(pending[canary].replace("Z", "+00:00"))
     aborted_at = datetime.fromisoformat(aborted["abortedAt"].replace("Z", "+00:00"))
-    assert (due - aborted_at).total_seconds() >= 8
+    assert (due - aborted_at).total_seconds() >= 20
     # Until then the canary keeps its pods (traffic has left it: weight 0 above).
+    checks = 0
     while datetime.now(UTC) < due - (due - aborted_at) / 4:
         assert rollouts.deployments("shop")[canary] == size, "scaled down before its delay"
+        checks += 1
         threading.Event().wait(0.5)
+    assert checks, "the canary's pods were never looked at before its delay ran out"
     wait_for(
         lambda: rollouts.deployments("shop")[canary],
         until=lambda replicas: replicas == 0,

@@ -22,15 +22,11 @@ from devenv import paths
 from devenv.manifests import deployment, traffic_routing
 
 from .conftest import Cluster
-from .rollouts import ROUTERS, Rollouts, manifest, template, user_routing_object
+from .rollouts import ROUTERS, Rollouts, condition, manifest, template, user_routing_object
 
 pytestmark = pytest.mark.usefixtures("operator")
 
 STEPS: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}]
-
-
-def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
 
 
 def blocked(rollouts: Rollouts, name: str, reason: str, timeout: float = 30) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def test_a_pause_holds_the_weight_reached_so_far_whatever_the_step(weighted: boo
     world.settle(rounds=40)
     assert world.memory.paused_by_user
     held = world.memory.desired_weight
-    assert world.memory.step == 1 or held == 20
+    assert held == 20
     # A long time later, still where it was: no step completed, the timed pause never ran.
     step = world.memory.step
     run(world, 300)
@@ -226,8 +226,8 @@ def test_restart_stamps_the_stable_revision_once(weighted: bool) -> None:
     assert restarts == [m.RestartRevision("rev1", m.Restart("rev1", world.now).stamp)]
     assert world.memory.restart == m.Restart("rev1", world.now)
     world.settle()
-    later = [a for _, d in world.history[1:] for a in d.actions]
-    assert not [a for a in later if isinstance(a, m.RestartRevision)][1:]
+    actions = [a for _, d in world.history for a in d.actions]
+    assert sum(isinstance(a, m.RestartRevision) for a in actions) == 1, "restarted again"
     assert world.reasons().count("Restarting") == 1
 
 

@@ -258,8 +258,16 @@ def test_cached_objects_share_their_keys_and_short_strings() -> None:
     assert b is not None
     assert a["metadata"]["labels"]["app"] is b["metadata"]["labels"]["app"]
     assert next(iter(a["metadata"])) is next(iter(b["metadata"]))
-    long = "x" * 65
-    assert share_strings({"k": [long]}) == {"k": [long]}, "long strings are kept, not interned"
+    # Equal strings built at run time are distinct objects until share_strings interns them.
+    short, short_copy = "".join(["y"] * 64), "".join(["y"] * 64)
+    long, long_copy = "".join(["x"] * 65), "".join(["x"] * 65)
+    assert short is not short_copy
+    assert long is not long_copy
+    shared = share_strings({"k": [short, long]})
+    shared_copy = share_strings([short_copy, long_copy])
+    assert shared == {"k": [short, long]}
+    assert shared["k"][0] is shared_copy[0], "strings of up to 64 characters are interned"
+    assert shared["k"][1] is not shared_copy[1], "long strings are kept, not interned"
 
 
 @settings(max_examples=200, deadline=None)

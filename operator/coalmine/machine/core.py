@@ -335,8 +335,7 @@ def _held_by_user(b: Builder, strategy: Strategy) -> None:
     held = b.memory.desired_weight
     if b.memory.stage == Stage.STEPS:
         for run, what in _runs_judging(b):
-            if run.verdict == AnalysisVerdict.FAILED:
-                abort(b, "AnalysisFailed", f"{what} failed: {run.message}")
+            if _aborted_on_failure(b, run, what):
                 return
         strategy.keep_stable_serving(b)
         strategy.hold(b, canary, held)
@@ -352,9 +351,9 @@ def _runs_judging(b: Builder) -> list[tuple[AnalysisObserved, str]]:
     step = b.plan.steps[b.memory.step] if b.memory.step < len(b.plan.steps) else None
     if step is not None and step.kind == StepAction.ANALYSIS and b.observed.step_analysis:
         runs.append((b.observed.step_analysis, "analysis"))
-    start = b.plan.background_from_step
-    if start is not None and b.memory.step >= start and b.observed.background_analysis:
-        runs.append((b.observed.background_analysis, "background analysis"))
+    background = _background_run(b)
+    if background is not None:
+        runs.append((background, "background analysis"))
     return runs
 
 
@@ -394,8 +393,7 @@ def _walk_step(b: Builder, strategy: Strategy) -> None:
 
 def _judged(b: Builder, run: AnalysisObserved, what: str) -> bool:
     """Act on a final verdict that stops the canary; True when it did (abort or pause)."""
-    if run.verdict == AnalysisVerdict.FAILED:
-        abort(b, "AnalysisFailed", f"{what} failed: {run.message}")
+    if _aborted_on_failure(b, run, what):
         return True
     if run.verdict == AnalysisVerdict.INCONCLUSIVE:
         _pause(b, f"{what} inconclusive: {run.message} (promote to go on, abort to roll back)")
@@ -407,12 +405,25 @@ def _judged(b: Builder, run: AnalysisObserved, what: str) -> bool:
     return False
 
 
-def _background_holds(b: Builder, canary: str) -> bool:
-    start = b.plan.background_from_step
-    run = b.observed.background_analysis
-    if start is None or run is None or b.memory.step < start:
+def _aborted_on_failure(b: Builder, run: AnalysisObserved, what: str) -> bool:
+    """A failed analysis aborts, whatever else holds the canary; True when it did."""
+    if run.verdict != AnalysisVerdict.FAILED:
         return False
-    return _judged(b, run, "background analysis")
+    abort(b, "AnalysisFailed", f"{what} failed: {run.message}")
+    return True
+
+
+def _background_run(b: Builder) -> AnalysisObserved | None:
+    """The background analysis, from the step on which it judges the canary."""
+    start = b.plan.background_from_step
+    if start is None or b.memory.step < start:
+        return None
+    return b.observed.background_analysis
+
+
+def _background_holds(b: Builder, canary: str) -> bool:
+    run = _background_run(b)
+    return run is not None and _judged(b, run, "background analysis")
 
 
 def _analysis_step(b: Builder, canary: str, held: int) -> None:
