@@ -98,7 +98,6 @@ def memory_from(status: CanaryRolloutStatus) -> m.Memory:
         scale_down_at={p.revision: p.scale_down_at for p in status.pending_scale_downs},
         handled=handled,
         steps_hash=status.steps_hash or "",
-        paused_by_user=bool(status.paused_by_user),
         paused_at=status.paused_by_user_at if status.paused_by_user else None,
         held_seconds=status.step_held_seconds or 0.0,
         restart=(
@@ -220,7 +219,7 @@ def status_from(
         status.replicas = replicas
     status.selector = rollout_selector(rollout.metadata.name)
     status.paused_by_user = memory.paused_by_user or None
-    status.paused_by_user_at = memory.paused_at if memory.paused_by_user else None
+    status.paused_by_user_at = memory.paused_at
     status.step_held_seconds = round(memory.held_seconds, 3) or None
     status.restart = (
         RestartRecord(revision=memory.restart.revision, requested_at=memory.restart.at)

@@ -276,7 +276,6 @@ def test_the_status_records_the_hold_and_the_memory_reads_it_back() -> None:
         step=1,
         step_started=EPOCH,
         desired_weight=20,
-        paused_by_user=True,
         paused_at=EPOCH + timedelta(seconds=5),
         held_seconds=12.5,
         restart=m.Restart("aaa", EPOCH),

@@ -145,7 +145,6 @@ class Builder:
             phase=phase,
             message=message,
             # A pause holds the canary it was asked for; the next one starts unheld.
-            paused_by_user=False,
             paused_at=None,
             held_seconds=0.0,
         )

@@ -22,7 +22,6 @@ def abort(b: Builder, reason: str, message: str) -> None:
     b.memory = replace(
         b.memory,
         # An abort outranks a pause: there is nothing left to hold.
-        paused_by_user=False,
         paused_at=None,
         aborted=True,
         abort_reason=reason,

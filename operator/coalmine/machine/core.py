@@ -178,7 +178,7 @@ def _pause_by_user(b: Builder) -> None:
     if not _in_flight(b):
         b.event("ControlIgnored", "pause: no canary in flight to hold")
         return
-    b.memory = replace(b.memory, paused_by_user=True, paused_at=b.now)
+    b.memory = replace(b.memory, paused_at=b.now)
     b.event(
         "PausedByUser",
         f"canary {b.memory.canary} held at {b.memory.desired_weight}%, its timers stopped, "
@@ -188,13 +188,12 @@ def _pause_by_user(b: Builder) -> None:
 
 def _resume(b: Builder) -> None:
     paused_at = b.memory.paused_at
-    if not b.memory.paused_by_user or paused_at is None:
+    if paused_at is None:
         b.event("ControlIgnored", "resume: the rollout is not paused by the pause control")
         return
     held = max(0.0, (b.now - paused_at).total_seconds())
     b.memory = replace(
         b.memory,
-        paused_by_user=False,
         paused_at=None,
         held_seconds=b.memory.held_seconds + held,
     )
@@ -478,7 +477,6 @@ def _retire(b: Builder, strategy: Strategy, *, superseded: bool) -> None:
             b.memory,
             phase=Phase.PROGRESSING,
             message=f"retiring canary {canary}: the template changed to {b.plan.revision}",
-            paused_by_user=False,
             paused_at=None,
         )
     if not strategy.retire(b, superseded=superseded):

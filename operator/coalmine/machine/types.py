@@ -115,10 +115,8 @@ class Memory:
     promoted: frozenset[str] = frozenset()
     """Revisions the status records as having been stable: the only ones a fast rollback may
     return to (a Deployment that merely exists proves nothing: it may be a half-made canary)."""
-    paused_by_user: bool = False
-    """Held by the pause control until a resume: nothing moves, the step's timers stop."""
     paused_at: datetime | None = None
-    """When the pause control took hold (None: not paused by the user)."""
+    """When the pause control took hold; None: not paused by the user."""
     held_seconds: float = 0.0
     """Seconds the current step was held by the pause control before the pause under way (if
     any): the step's timers leave them out."""
@@ -131,6 +129,11 @@ class Memory:
     traffic then served by the stable revision alone (None: not yet)."""
     adopted_replicas: int | None = None
     """The replica count coalmine last set on the adopted Deployment (None: never touched)."""
+
+    @property
+    def paused_by_user(self) -> bool:
+        """Held by the pause control until a resume: nothing moves, the step's timers stop."""
+        return self.paused_at is not None
 
 
 @dataclass(frozen=True)
