@@ -41,7 +41,6 @@ GATES_PER_SECOND = 10.0
 IDLE_SECONDS = 60.0
 RATIO_NAMESPACE = "bench-scale"
 GATEWAY_NAMESPACE = "bench-scale-gw"
-NAMESPACES = r.Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 METRICS_PORT = 9401
 RATIO_STEPS: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}]
 GATEWAY_STEPS: list[dict[str, Any]] = [
@@ -328,15 +327,8 @@ def main() -> int:
         # Deleted while the operator still runs, so it releases the rollouts' finalizers.
         for namespace in (RATIO_NAMESPACE, GATEWAY_NAMESPACE):
             delete_namespace(api, namespace)
-        wait_for(
-            lambda: [
-                n for n in (RATIO_NAMESPACE, GATEWAY_NAMESPACE) if kube.fetch(NAMESPACES, None, n)
-            ],
-            until=lambda left: not left,
-            timeout=900,
-            interval=2,
-            message="the benchmark's namespaces to go",
-        )
+        for namespace in (RATIO_NAMESPACE, GATEWAY_NAMESPACE):
+            delete_namespace(api, namespace, wait=900)
         operator.process.stop()
     write_result("scale", result)
     return 0

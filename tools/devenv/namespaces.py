@@ -13,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from devenv.waiting import wait_for
 
 NOT_FOUND = 404
+CONFLICT = 409
 
 
 def _exists(core: client.CoreV1Api, name: str) -> bool:
@@ -36,18 +37,7 @@ def recreate_namespace(
     for its default ServiceAccount (the API server refuses pods until the controller manager
     has made it)."""
     core = client.CoreV1Api(api)
-    if _exists(core, name):
-        core.delete_namespace(name, propagation_policy="Background")
-        wait_for(
-            lambda: _exists(core, name),
-            until=lambda exists: not exists,
-            timeout=timeout,
-            interval=0.5,
-            message=(
-                f"namespace {name} of an earlier run to go (a CanaryRollout in it keeps it "
-                "until a running operator releases its finalizer)"
-            ),
-        )
+    delete_namespace(api, name, wait=timeout)
     core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
     )
@@ -59,10 +49,25 @@ def recreate_namespace(
     )
 
 
-def delete_namespace(api: client.ApiClient, name: str) -> None:
-    """Delete a namespace in the background, without waiting; nothing when it is gone already."""
+def delete_namespace(api: client.ApiClient, name: str, *, wait: float | None = None) -> None:
+    """Delete a namespace in the background; nothing when it is gone already. With ``wait``,
+    wait that many seconds at most until it is gone."""
+    core = client.CoreV1Api(api)
     try:
-        client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
+        core.delete_namespace(name, propagation_policy="Background")
     except ApiException as exc:
-        if exc.status != NOT_FOUND:
+        if exc.status == NOT_FOUND:
+            return
+        if exc.status != CONFLICT:  # 409: being deleted already (a namespace says so)
             raise
+    if wait is not None:
+        wait_for(
+            lambda: _exists(core, name),
+            until=lambda exists: not exists,
+            timeout=wait,
+            interval=0.5,
+            message=(
+                f"namespace {name} to go (a CanaryRollout in it keeps it until a running "
+                "operator releases its finalizer)"
+            ),
+        )
