@@ -53,6 +53,18 @@ def manifest(
     )
 
 
+def adopting_manifest(
+    name: str, deployment: str, *, replicas: int = 2, scale_down: str | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A CanaryRollout that adopts Deployment ``deployment`` (spec.workloadRef, no template)."""
+    body = manifest(name, "v1", replicas=replicas, **{"scaleDownDelaySeconds": 1, **spec})
+    del body["spec"]["template"]
+    body["spec"]["workloadRef"] = {"name": deployment}
+    if scale_down is not None:
+        body["spec"]["workloadRef"]["scaleDown"] = scale_down
+    return body
+
+
 def user_routing_manifest(router: str, name: str, namespace: str) -> dict[str, Any] | None:
     """The routing object a user owns (HTTPRoute, Ingress, VirtualService), as kept in Git."""
     stable, canary = f"{name}-stable", f"{name}-canary"

@@ -29,7 +29,7 @@ from devenv.waiting import wait_for
 
 from .conftest import Cluster
 from .gateway import one_request, wait_listening, wait_servers, wait_weights
-from .rollouts import Rollouts, condition, manifest
+from .rollouts import Rollouts, adopting_manifest, condition
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -53,19 +53,15 @@ def route(*backends: str) -> dict[str, Any]:
 
 
 def adopting() -> dict[str, Any]:
-    body = manifest(
+    return adopting_manifest(
         "shop",
-        "v1",
-        router="gatewayAPI",
+        "web",
         replicas=REPLICAS,
+        scale_down="onSuccess",
         steps=[{"setWeight": 25}, {"pause": {}}],
         scaleDownDelaySeconds=5,
+        trafficRouting={"gatewayAPI": {"httpRoute": "web"}},
     )
-    spec = body["spec"]
-    del spec["template"]
-    spec["workloadRef"] = {"name": "web", "scaleDown": "onSuccess"}
-    spec["trafficRouting"] = {"gatewayAPI": {"httpRoute": "web"}}
-    return body
 
 
 def slices(raw: Kube, namespace: str) -> bool:
@@ -260,17 +256,10 @@ def test_a_deployment_is_adopted_under_traffic_without_a_failed_request(
 # --- without traffic: what else can happen to an adopted Deployment ----------------------------
 
 
-def adopter(name: str, deployment_name: str, replicas: int = 2) -> dict[str, Any]:
-    body = manifest(name, "v1", replicas=replicas, scaleDownDelaySeconds=1)
-    del body["spec"]["template"]
-    body["spec"]["workloadRef"] = {"name": deployment_name}
-    return body
-
-
 def test_a_missing_deployment_is_named_and_adopted_once_it_exists(
     kube: Cluster, namespace: str, rollouts: Rollouts
 ) -> None:
-    rollouts.create(adopter("shop", "later"))
+    rollouts.create(adopting_manifest("shop", "later"))
     waiting = rollouts.wait(
         "shop",
         lambda s: condition(s, "Ready").get("reason") == "WorkloadNotFound",
@@ -293,7 +282,7 @@ def test_a_count_someone_else_sets_is_left_alone_and_a_second_adopter_refused(
     kube: Cluster, namespace: str, rollouts: Rollouts
 ) -> None:
     kube.raw.create(k.DEPLOYMENTS, namespace, deployment("plain", PLAIN, 2))
-    rollouts.create(adopter("shop", "plain"))
+    rollouts.create(adopting_manifest("shop", "plain"))
     rollouts.wait("shop", lambda s: (s.get("adoption") or {}).get("replicas") == 0, "scaled")
     # A GitOps sync without ignoreDifferences puts the count of Git back.
     kube.raw.patch(k.DEPLOYMENTS, namespace, "plain", {"spec": {"replicas": 2}})
@@ -309,7 +298,7 @@ def test_a_count_someone_else_sets_is_left_alone_and_a_second_adopter_refused(
     assert live["spec"]["replicas"] == 2, "coalmine fought over the replicas"
     assert rollouts.reasons("shop").count("AdoptedScaled") == 1
 
-    rollouts.create(adopter("other", "plain"))
+    rollouts.create(adopting_manifest("other", "plain"))
     refused = rollouts.wait(
         "other",
         lambda s: condition(s, "Ready").get("reason") == "OwnershipConflict",

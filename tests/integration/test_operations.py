@@ -24,7 +24,7 @@ from devenv.operator import OperatorProcess
 from devenv.waiting import wait_for
 
 from .conftest import Cluster
-from .rollouts import Rollouts, manifest, router_weight, user_routing_object
+from .rollouts import Rollouts, adopting_manifest, manifest, router_weight, user_routing_object
 
 DEPLOY = paths.REPO_ROOT / "deploy"
 RBAC = (
@@ -141,10 +141,7 @@ def test_the_operator_works_with_only_its_cluster_role(
 def _adopt_with_only_the_cluster_role(kube: Cluster, namespace: str, rollouts: Rollouts) -> None:
     """A Deployment adopted, scaled down, then back up when its rollout is deleted."""
     kube.raw.create(k.DEPLOYMENTS, namespace, deployment("plain", "example.com/plain:1", 2))
-    body = manifest("adopter", "v1", replicas=2, scaleDownDelaySeconds=1)
-    del body["spec"]["template"]
-    body["spec"]["workloadRef"] = {"name": "plain"}
-    rollouts.create(body)
+    rollouts.create(adopting_manifest("adopter", "plain"))
     rollouts.wait("adopter", lambda s: (s.get("adoption") or {}).get("replicas") == 0, "scaled")
     rollouts.delete("adopter")
     wait_for(rollouts.names, until=lambda n: "adopter" not in n, timeout=60, message="let go")
