@@ -55,11 +55,21 @@ class World:
     background_analysis: m.AnalysisObserved | None = None
     adopted: AdoptedDeployment | None = None
     services_select_adopted: bool = False  # the stable Service selects the adopted pods too
+    lagging_status: bool = False
+    """A Deployment's status lags a change of its replicas until the controller manager observes
+    it (pods_become_ready): meanwhile the operator reads 0 ready pods (unknown), while its
+    endpoints still serve."""
+    stale: set[str] = field(default_factory=set)
 
     def observe(self) -> m.Observed:
         revisions = {
             rev: m.RevisionObserved(
-                d.replicas, d.ready, d.ready, d.created, d.drifted, restarted=d.restarted
+                d.replicas,
+                0 if rev in self.stale else d.ready,
+                0 if rev in self.stale else d.ready,
+                d.created,
+                d.drifted,
+                restarted=d.restarted,
             )
             for rev, d in self.deployments.items()
         }
@@ -105,6 +115,8 @@ class World:
                     replicas, created=self.now, broken=revision in self.broken_revisions
                 )
             case m.ScaleRevision(revision, replicas):
+                if self.lagging_status and self.deployments[revision].replicas != replicas:
+                    self.stale.add(revision)
                 self.deployments[revision].replicas = replicas
                 d = self.deployments[revision]
                 d.ready = min(d.ready, replicas)
@@ -142,6 +154,7 @@ class World:
         return decision
 
     def pods_become_ready(self) -> None:
+        self.stale.clear()
         for d in self.deployments.values():
             if not d.broken:
                 d.ready = d.replicas

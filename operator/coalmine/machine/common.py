@@ -64,7 +64,10 @@ def waiting_for_stable_pods(b: Builder, stable: str, need: int) -> bool:
     carries on; the message and an event name the stable revision as the unhealthy one.
     """
     ready = b.available(stable)
-    if ready == 0 or deadline_passed(b):
+    # A Deployment whose status is older than its spec (just scaled) reads 0 ready: unknown,
+    # not none. Its endpoints say whether it still serves; only then may the canary go on.
+    serving = b.observed.stable_endpoints.get(stable, 0)
+    if (ready == 0 and serving == 0) or deadline_passed(b):
         b.event(
             "StableUnavailable",
             f"stable revision {stable} has {ready}/{need} ready pods: the canary goes on without "
