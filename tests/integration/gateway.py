@@ -39,7 +39,8 @@ def wait_servers(kube: Cluster, namespace: str, service: str, revision: str) -> 
     """Until Traefik balances ``service`` over exactly the (ready) pod IPs of ``revision``."""
 
     def expected() -> list[str]:
-        return [f"http://{ip}:8080" for ip in pod_ips(kube, namespace, revision)]
+        # Sorted as URLs, as Traefik's are: "10.244.0.11:" sorts before "10.244.0.1:".
+        return sorted(f"http://{ip}:8080" for ip in pod_ips(kube, namespace, revision))
 
     return wait_for(
         lambda: (traefik.live_servers(namespace, service), expected()),
