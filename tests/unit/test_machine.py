@@ -526,13 +526,16 @@ def happen(world: World, event: tuple[object, ...], *, token: str) -> None:
     replicas=st.integers(1, 6),
     events=EVENTS,
     scale_down=st.one_of(st.none(), st.sampled_from(list(ScaleDown))),
+    lagging_status=st.booleans(),
 )
 def test_random_histories_keep_the_safety_rules(
+    *,
     weighted: bool,
     steps: tuple[m.Step, ...],
     replicas: int,
     events: list[tuple[object, ...]],
     scale_down: ScaleDown | None,
+    lagging_status: bool,
 ) -> None:
     world = World(
         m.Plan(
@@ -547,6 +550,7 @@ def test_random_histories_keep_the_safety_rules(
     )
     if scale_down is not None:  # a Deployment of the user's, adopted (spec.workloadRef)
         world.adopted = AdoptedDeployment(replicas=replicas, ready=replicas)
+    world.lagging_status = lagging_status  # a scaled Deployment reads 0 ready until "ready"
     for number, event in enumerate(events):
         happen(world, event, token=f"token-{number}")
         decision = world.step()
